@@ -1,0 +1,1 @@
+"""The ``saal`` command line: a thin layer over the Python API, one module a stage."""

@@ -1,0 +1,80 @@
+"""The in-memory form of a preprocessed dataset that every later stage consumes.
+
+Images are square, resized and stored as uint8 ``(N, S, S, C)`` arrays (``C`` is
+1 for grayscale, 3 for RGB); masks are uint8 ``(N, S, S)`` with values {0, 1},
+or ``None`` for an unlabeled folder (the cold-start use case). The arrays may be
+``np.memmap`` views of the cache, so slicing never copies the whole set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class LesionData:
+    ids: list[str]
+    images: np.ndarray
+    masks: np.ndarray | None = None
+    sources: list[str] = field(default_factory=list)  # original file of each image
+    subsets: list[str] = field(default_factory=list)  # official part: "train", "val", "test" or ""
+    groups: list[str] | None = None  # sub-population tag when known (embedded dataset)
+
+    def __post_init__(self):
+        n = len(self.ids)
+        if self.images.ndim != 4 or self.images.shape[0] != n:
+            raise ValueError(f"images must be (N, S, S, C) with N={n}, got {self.images.shape}")
+        if self.masks is not None and self.masks.shape != self.images.shape[:3]:
+            raise ValueError(f"masks must be {self.images.shape[:3]}, got {self.masks.shape}")
+        self.sources = list(self.sources) or [""] * n
+        self.subsets = list(self.subsets) or [""] * n
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def labeled(self) -> bool:
+        return self.masks is not None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    def index_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Positions of ``ids`` in this set (KeyError naming the first unknown id)."""
+        pos = {k: i for i, k in enumerate(self.ids)}
+        return np.array([pos[k] for k in ids], dtype=np.int64)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> "LesionData":
+        index = np.asarray(index, dtype=np.int64)
+        pick = lambda seq: [seq[i] for i in index]  # noqa: E731
+        return LesionData(
+            ids=pick(self.ids),
+            images=self.images[index],
+            masks=None if self.masks is None else self.masks[index],
+            sources=pick(self.sources),
+            subsets=pick(self.subsets),
+            groups=None if self.groups is None else pick(self.groups),
+        )
+
+    def select_ids(self, ids: Sequence[str]) -> "LesionData":
+        return self.subset(self.index_of(ids))
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(N, S, S, C)`` -> float ``(N, C, S, S)`` in [0, 1] (channels-last memory)."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def masks_to_tensor(masks: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 ``(N, S, S)`` {0, 1} -> int64 class map ``(N, S, S)``."""
+    return torch.from_numpy(np.ascontiguousarray(masks)).to(device).long()

@@ -1,0 +1,23 @@
+"""Errors a user can act on.
+
+Everything raised as :class:`SaalError` is caught by the command line and shown
+as one line (no traceback): the message must name the file or option at fault
+and the problem.
+"""
+
+
+class SaalError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class DataError(SaalError):
+    """Unusable input data: missing folder, corrupt image, unmatched mask, ..."""
+
+    def __init__(self, message: str, path: object | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+        self.reason = message
+
+
+class SelectionError(SaalError):
+    """A selection request that cannot be met (bad budget, bad features)."""
