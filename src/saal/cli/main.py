@@ -30,9 +30,10 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from . import data_cmds
+    from . import data_cmds, synth_cmd
 
     data_cmds.register(app)
+    synth_cmd.register(app)
 
 
 _register_commands()
