@@ -11,6 +11,11 @@ import sys
 
 import typer
 
+try:  # typer >= 0.20 vendors click; older releases depend on it
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_exceptions
+
 from ..errors import SaalError
 
 app = typer.Typer(
@@ -53,16 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return ex.exit_code
     except SystemExit as ex:
         return int(ex.code or 0)
-    except Exception as ex:  # click usage errors when not in standalone mode
-        import click
-
-        if isinstance(ex, click.exceptions.ClickException):
-            ex.show()
-            return ex.exit_code
-        if isinstance(ex, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            return 1
-        raise
+    except _click_exceptions.ClickException as ex:  # usage errors when not in standalone mode
+        ex.show()
+        return ex.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
     return 0
 
 

@@ -71,10 +71,16 @@ class LesionData:
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(N, S, S, C)`` -> float ``(N, C, S, S)`` in [0, 1] (channels-last memory)."""
-    t = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    t = torch.from_numpy(_writeable(images)).to(device)
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def masks_to_tensor(masks: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(N, S, S)`` {0, 1} -> int64 class map ``(N, S, S)``."""
-    return torch.from_numpy(np.ascontiguousarray(masks)).to(device).long()
+    return torch.from_numpy(_writeable(masks)).to(device).long()
+
+
+def _writeable(array: np.ndarray) -> np.ndarray:
+    """A contiguous array torch may wrap: read-only memory maps (the cache) are copied."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()

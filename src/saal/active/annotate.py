@@ -1,0 +1,249 @@
+"""Real annotators in the loop: export a batch of queried images, import their masks.
+
+An exported batch is a self-contained folder an annotator can open with any
+tool::
+
+    <batch>/
+      README.txt        what to do, in plain words
+      manifest.csv      rank, image_id, image_file, original_path, round, width, height
+      images/<id>.<ext> the original file copied (or a PNG of the preprocessed image
+                        when the original is not on disk)
+      masks/            empty: the annotator saves one PNG mask per image here
+
+Masks come back at the size of the exported image (the original resolution),
+white lesion on black; :func:`import_masks` checks every file before any mask
+is used, then brings each to the training size exactly as the data loader does
+for ground-truth masks: a bilinear resize of the 0/255 mask followed by a
+threshold at 128 (value >= 128 is lesion), so a mask drawn at 2592x1936 and a
+loader-read ISIC mask of the same outline give the same training mask.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.dataset import LesionData
+from ..data.imageio import resize_mask
+from ..errors import DataError, SaalError
+from ..io import atomic_write_text, read_csv, write_csv
+from .pool import _name_some
+
+MANIFEST = "manifest.csv"
+MANIFEST_FIELDS = ("rank", "image_id", "image_file", "original_path", "round", "width", "height")
+MASK_SUFFIXES = ("_segmentation", "_mask")  # besides the bare image stem
+
+_README = """\
+Annotation batch: round {round}, {n} images
+==========================================
+
+What to do
+----------
+1. Open each image in images/ (manifest.csv lists them, most useful first).
+2. Draw the lesion: lesion WHITE (255), background BLACK (0), nothing else
+   (no grey anti-aliased edges, no colours, no annotations burnt in).
+3. Save ONE mask per image as a PNG file in masks/, named after the image:
+      images/ISIC_0000001.jpg  ->  masks/ISIC_0000001_segmentation.png
+   (ISIC_0000001.png and ISIC_0000001_mask.png are accepted too).
+   The mask must have exactly the same width and height as its image
+   (manifest.csv gives them); PNG only, since JPEG blurs the edges.
+4. Put nothing else in masks/. When every image has its mask, hand this folder
+   back to saal, e.g. in Python:
+      saal.active.annotate.import_batch("{folder}", image_size={size})
+   saal checks every mask (name, size, black/white values) and tells you which
+   file to fix before anything is trained.
+"""
+
+
+def _check_id_is_filename(image_id: str) -> None:
+    if not image_id or image_id.startswith(".") or any(c in image_id for c in '/\\:*?"<>|\0'):
+        raise SaalError(f"image id {image_id!r} cannot be used as a file name in an annotation batch")
+
+
+# -- export -----------------------------------------------------------------------------
+def _same_batch(out_dir: Path, ids: Sequence[str], round: int) -> bool:
+    """Whether ``out_dir`` already holds this very batch (re-export is then a no-op)."""
+    try:
+        rows = read_csv(out_dir / MANIFEST)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return [r.get("image_id") for r in rows] == list(ids) and all(r.get("round") == str(round) for r in rows)
+
+
+def _image_entry(src: str, stem: str, image: np.ndarray, dest: Path) -> tuple[str, int, int]:
+    """Put one image into ``dest`` (copy of the original, else a PNG render); its file name and size."""
+    path = Path(src) if src else None
+    if path is not None and path.is_file() and path.suffix:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except (OSError, SyntaxError) as exc:
+            raise DataError(f"original image is not readable ({exc.__class__.__name__})", path) from None
+        name = stem + path.suffix.lower()
+        shutil.copyfile(path, dest / name)
+        return name, width, height
+    name = stem + ".png"
+    pixels = image[..., 0] if image.shape[-1] == 1 else image
+    Image.fromarray(np.ascontiguousarray(pixels)).save(dest / name)
+    return name, image.shape[1], image.shape[0]
+
+
+def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionData, round: int) -> Path:
+    """Write the queried ``ids`` (in rank order) as an annotation batch folder; returns it.
+
+    The folder appears complete or not at all (built beside it, then renamed).
+    Exporting the same ids and round again is a no-op that keeps any masks
+    already drawn; any other existing content is refused, as is a folder inside
+    the data folder of the images.
+    """
+    out_dir = Path(out_dir)
+    ids = [str(i) for i in ids]
+    for image_id in ids:
+        _check_id_is_filename(image_id)
+    if len(set(ids)) != len(ids):
+        raise SaalError("an annotation batch cannot list the same image twice")
+    pos = {k: i for i, k in enumerate(data.ids)}
+    unknown = [k for k in ids if k not in pos]
+    if unknown:
+        raise SaalError(f"cannot export ids that are not in the dataset: {_name_some(unknown)}")
+    index = [pos[k] for k in ids]
+    target = out_dir.resolve()
+    for i in index:
+        src_dir = Path(data.sources[i]).resolve().parent if data.sources[i] else None
+        if src_dir is not None and (target == src_dir or src_dir in target.parents):
+            raise SaalError(f"{out_dir}: an annotation batch must not be written inside the data folder {src_dir}")
+    if out_dir.exists():
+        if (out_dir / MANIFEST).is_file() and _same_batch(out_dir, ids, round):
+            return out_dir
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise SaalError(f"{out_dir}: already exists and does not hold this batch "
+                            f"(round {round}, {len(ids)} images); choose a new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        rows = []
+        for rank, (image_id, i) in enumerate(zip(ids, index), start=1):
+            name, width, height = _image_entry(data.sources[i], image_id, data.images[i], tmp / "images")
+            rows.append({"rank": rank, "image_id": image_id, "image_file": f"images/{name}",
+                         "original_path": data.sources[i], "round": round, "width": width, "height": height})
+        write_csv(tmp / MANIFEST, rows, MANIFEST_FIELDS)
+        atomic_write_text(tmp / "README.txt", _README.format(round=round, n=len(ids), folder=out_dir,
+                                                            size=data.image_size))
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty (checked above): rename cannot replace a folder on every OS
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# -- import -----------------------------------------------------------------------------
+def _mask_owner(stem: str, expected: set[str]) -> str | None:
+    """The expected id a mask file stem names (``<id>``, ``<id>_segmentation``, ``<id>_mask``)."""
+    if stem in expected:
+        return stem
+    for suffix in MASK_SUFFIXES:
+        if stem.endswith(suffix) and stem[: -len(suffix)] in expected:
+            return stem[: -len(suffix)]
+    return None
+
+
+def _read_binary_mask(path: Path, expected_size: tuple[int, int] | None) -> np.ndarray:
+    """A mask file -> uint8 {0, 1} at its own size, after checking readability, size and values."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("RGBA") if im.mode == "P" else im.copy()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"not a readable image ({exc.__class__.__name__})", path) from None
+    if expected_size is not None and img.size != tuple(expected_size):
+        raise DataError(f"mask is {img.size[0]}x{img.size[1]} but its image is "
+                        f"{expected_size[0]}x{expected_size[1]} (width x height); draw it at the image's size", path)
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        colour = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
+        if (colour != colour[..., :1]).any():
+            raise DataError("mask has colours; expected black background and white lesion only", path)
+        arr = colour[..., 0]
+    # bincount is a single pass for 8-bit masks; other depths (1-bit, 16-bit, float) are rare
+    values = np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
+    top = next((v for v in (1, 255, 65535) if set(values.tolist()) <= {0, v}), None)
+    if top is None:
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise DataError(f"mask is not binary: found {len(values)} values ({shown}); "
+                        "expected 0 and 255 (or 0 and 1)", path)
+    return (arr == top).astype(np.uint8)
+
+
+def import_masks(masks_dir: str | os.PathLike, expected_ids: Iterable[str], *, image_size: int,
+                 original_sizes: Mapping[str, tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
+    """Check and load one annotator mask per expected id -> ``id -> uint8 (S, S) {0, 1}``.
+
+    Every problem is a :class:`DataError` naming the file (or the folder, for
+    missing masks): files that belong to no expected id, two masks for one id,
+    expected ids without a mask, unreadable images, a size different from
+    ``original_sizes[id]`` (width, height) when given, values other than
+    {0, 255} / {0, 1}. Hidden files (``.DS_Store``) are ignored; nothing is
+    written into ``masks_dir``.
+    """
+    masks_dir = Path(masks_dir)
+    expected = [str(i) for i in expected_ids]
+    expected_set = set(expected)
+    if not masks_dir.is_dir():
+        raise DataError("masks folder not found", masks_dir)
+    files = sorted(p for p in masks_dir.iterdir() if not p.name.startswith("."))
+    owners = {p: _mask_owner(p.stem, expected_set) if p.is_file() else None for p in files}
+    strays = [p for p, owner in owners.items() if owner is None]
+    if strays:
+        more = f" (also: {_name_some([p.name for p in strays[1:]])})" if len(strays) > 1 else ""
+        raise DataError(f"not the mask of a queried image (expected <id>.png, <id>_segmentation.png or "
+                        f"<id>_mask.png){more}", strays[0])
+    found: dict[str, Path] = {}
+    for path, owner in owners.items():
+        if path.suffix.lower() != ".png":
+            raise DataError(f"mask of {owner} must be a PNG file (lossless), not {path.suffix or 'no extension'}",
+                            path)
+        if owner in found:
+            raise DataError(f"two masks for image {owner}: {found[owner].name} and {path.name}; keep one", path)
+        found[owner] = path
+    missing = [k for k in expected if k not in found]
+    if missing:
+        raise DataError(f"no mask for {len(missing)} of {len(expected)} queried images: {_name_some(missing)} "
+                        "(expected <id>_segmentation.png)", masks_dir)
+    sizes = original_sizes or {}
+    return {k: resize_mask(_read_binary_mask(found[k], sizes.get(k)), image_size) for k in expected}
+
+
+def read_manifest(batch_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a batch's ``manifest.csv`` (DataError naming it if absent or malformed)."""
+    path = Path(batch_dir) / MANIFEST
+    try:
+        rows = read_csv(path)
+    except FileNotFoundError:
+        raise DataError("not an annotation batch (no manifest.csv)", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"manifest is not readable ({exc.__class__.__name__})", path) from None
+    if rows and not set(MANIFEST_FIELDS) <= set(rows[0]):
+        raise DataError(f"manifest lacks columns {', '.join(sorted(set(MANIFEST_FIELDS) - set(rows[0])))}", path)
+    return rows
+
+
+def import_batch(batch_dir: str | os.PathLike, *, image_size: int) -> dict[str, np.ndarray]:
+    """Import the masks of a folder written by :func:`export_batch`, checked against its manifest."""
+    batch_dir = Path(batch_dir)
+    rows = read_manifest(batch_dir)
+    try:
+        sizes = {r["image_id"]: (int(r["width"]), int(r["height"])) for r in rows}
+    except ValueError:
+        raise DataError("manifest has a non-integer width or height", batch_dir / MANIFEST) from None
+    return import_masks(batch_dir / "masks", [r["image_id"] for r in rows], image_size=image_size,
+                        original_sizes=sizes)

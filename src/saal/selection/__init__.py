@@ -1,0 +1,36 @@
+"""Cold-start selection without labels: pool features, strategies, manifest, pictures.
+
+Typical use::
+
+    feats = extract_features(model, data)               # (N, D), dataset order
+    sel = get_strategy("saal", n_clusters=10).select(feats, budget=40, seed=0)
+    write_selection_manifest(run / "selection.csv", sel, data.ids, data.sources)
+
+See docs/selection.md for the criterion, the strategies and the incremental semantics.
+"""
+
+from saal.selection.base import ColdStartStrategy, Extension, Selection
+from saal.selection.cluster import SaalStrategy, allocate
+from saal.selection.features import (
+    extract_features,
+    l2_normalize,
+    load_features,
+    model_fingerprint,
+    pca_reduce,
+    save_features,
+)
+from saal.selection.kcenter import KCenterStrategy
+from saal.selection.kmeans import Clustering, fit_kmeans
+from saal.selection.manifest import ManifestRow, read_selection_manifest, write_selection_manifest
+from saal.selection.probcover import ProbCoverStrategy
+from saal.selection.strategies import STRATEGIES, get_strategy
+from saal.selection.typiclust import TypiclustStrategy
+from saal.selection.uniform import RandomStrategy
+
+__all__ = [
+    "ColdStartStrategy", "Extension", "Selection", "STRATEGIES", "get_strategy",
+    "SaalStrategy", "RandomStrategy", "KCenterStrategy", "TypiclustStrategy", "ProbCoverStrategy",
+    "Clustering", "fit_kmeans", "allocate",
+    "extract_features", "l2_normalize", "pca_reduce", "save_features", "load_features", "model_fingerprint",
+    "ManifestRow", "read_selection_manifest", "write_selection_manifest",
+]

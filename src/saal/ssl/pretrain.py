@@ -1,0 +1,554 @@
+"""Models Genesis restoration pretraining of the U-Net on the unlabeled pool.
+
+The U-Net learns to undo the damage of :mod:`saal.ssl.transforms` (sigmoid
+output, MSE to the original), which needs no labels: the whole pool is used, so
+the bottleneck features are meaningful for cold-start selection and the
+weights give segmentation a head start.
+
+Files written to ``<run_dir>/ssl/`` (all atomically, by rank 0 only):
+
+* ``checkpoint.pt`` -- after every epoch: model, optimiser, scheduler, counters,
+  history and the settings fingerprint; what ``resume`` continues from.
+* ``weights.pt``    -- the best weights so far (plain state dict), for
+  :func:`saal.models.unet.transfer_weights` and feature extraction.
+* ``model.json``    -- written when the run finishes: U-Net config, training
+  config, seed, metrics, validation ids. Its presence marks a finished run.
+* ``history.csv``   -- epoch, train_loss, val_loss, lr, seconds.
+* ``samples.png``   -- (damaged | restored | original) rows for a few
+  validation images, refreshed every epoch, for a human to look at.
+
+Resume semantics: every random stream (split, initialisation, batch order,
+damage, validation damage) is derived from ``(seed, stream, epoch, rank)``
+instead of being carried along, so restarting at an epoch boundary replays
+exactly the same draws: an interrupted and resumed run ends with the same
+weights as an uninterrupted one. Rerunning with an unfinished checkpoint
+continues it (``resume=True`` additionally insists that there is one); a
+finished run is returned as it is unless ``force=True``; a checkpoint or
+finished run made with other settings is an error, never silently mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Preset, get_preset
+from ..data.dataset import LesionData
+from ..errors import SaalError
+from ..io import atomic_write_bytes, load_state, read_csv, read_json, save_state, write_csv, write_json
+from ..models.unet import UNet, UNetConfig
+from ..runtime import generator
+from . import distributed as ddp
+from .transforms import GenesisConfig, corrupt
+
+SSL_DIR = "ssl"
+CHECKPOINT_FORMAT = 1
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+
+# Independent random streams, each derived from (seed, stream, ...).
+_SPLIT, _INIT, _ORDER, _DAMAGE, _VAL, _SAMPLES = range(6)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Training settings; :meth:`from_preset` fills them from a preset."""
+
+    epochs: int = 8
+    batch_size: int = 16  # global batch: split over the ranks under torchrun
+    lr: float = 1e-3
+    patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop early
+    val_fraction: float = 0.1
+    base_width: int = 16
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Models Genesis)
+    lr_step: int | None = None  # epochs between LR decays; None: 0.8 x patience, as Models Genesis
+    lr_gamma: float = 0.5
+    steps_per_epoch: int | None = None  # None: one pass over the training part
+    amp: bool = True  # mixed precision on GPU (bf16, or fp16 with loss scaling); ignored on CPU
+    channels_last: bool = True  # NHWC convolutions: ~1.6x faster on CPU at 16 channels, good on GPU
+    n_samples: int = 4  # validation images shown in samples.png
+    genesis: GenesisConfig = field(default_factory=GenesisConfig)
+
+    def __post_init__(self):
+        if isinstance(self.genesis, dict):
+            object.__setattr__(self, "genesis", GenesisConfig(**self.genesis))
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "base_width": self.base_width}
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise SaalError(f"pretraining option {name}={value!r} must be at least 1")
+        if not self.lr > 0:
+            raise SaalError(f"pretraining option lr={self.lr!r} must be positive")
+        if self.patience < 0:
+            raise SaalError(f"pretraining option patience={self.patience!r} must be 0 (off) or more")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise SaalError(f"pretraining option val_fraction={self.val_fraction!r} must lie strictly between 0 and 1")
+        if self.optimizer not in ("adam", "sgd"):
+            raise SaalError(f"pretraining option optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
+        if self.lr_step is not None and self.lr_step < 1:
+            raise SaalError(f"pretraining option lr_step={self.lr_step!r} must be at least 1")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise SaalError(f"pretraining option lr_gamma={self.lr_gamma!r} must lie in (0, 1]")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise SaalError(f"pretraining option steps_per_epoch={self.steps_per_epoch!r} must be at least 1")
+        if self.n_samples < 0:
+            raise SaalError(f"pretraining option n_samples={self.n_samples!r} must be 0 or more")
+
+    @classmethod
+    def from_preset(cls, preset: Preset | str = "demo", **overrides) -> "PretrainConfig":
+        """The preset's ``ssl_*`` settings and width; ``overrides`` (None ignored) replace fields."""
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        base = dict(epochs=p.ssl_epochs, batch_size=p.ssl_batch, lr=p.ssl_lr, patience=p.ssl_patience,
+                    val_fraction=p.ssl_val_fraction, base_width=p.base_width)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SaalError(f"unknown pretraining option {unknown[0]!r}; options: {', '.join(sorted(known))}")
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def step_epochs(self) -> int:
+        """Epochs between learning-rate decays (never decays when there is no patience to size it)."""
+        if self.lr_step is not None:
+            return self.lr_step
+        return max(1, int(0.8 * self.patience)) if self.patience else self.epochs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run produced (also what :func:`load_result` reads back)."""
+
+    ssl_dir: Path
+    unet: UNetConfig
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    val_ids: list[str]
+    history: list[dict]
+    wall_seconds: float
+    reused: bool = False  # an existing finished run was returned, nothing was recomputed
+
+    @property
+    def weights_path(self) -> Path:
+        return self.ssl_dir / "weights.pt"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _stream_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed for one random stream, independent of every other (seed, parts)."""
+    state = np.random.SeedSequence([seed, *parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) positions of a pool of ``n`` images, each sorted."""
+    if n < 2:
+        raise SaalError(f"the pool has {n} image(s); self-supervised pretraining needs at least 2 "
+                        "(training + validation)")
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    perm = np.random.default_rng(_stream_seed(seed, _SPLIT)).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _fingerprint(config: PretrainConfig, seed: int, pool: LesionData, world_size: int) -> dict:
+    """The settings that must match for a checkpoint to be continued (JSON-normalised)."""
+    ids_hash = hashlib.sha1("\n".join(pool.ids).encode("utf-8")).hexdigest()
+    fp = {"config": config.to_dict(), "seed": int(seed), "pool_ids_sha1": ids_hash,
+          "image_shape": list(pool.images.shape[1:]), "world_size": int(world_size)}
+    return json.loads(json.dumps(fp))
+
+
+def _check_fingerprint(found: dict, expected: dict, path: Path) -> None:
+    if found != expected:
+        diff = sorted(k for k in expected if found.get(k) != expected[k])
+        if "config" in diff:
+            cf, ce = found.get("config", {}), expected["config"]
+            diff = [f"config.{k}" for k in sorted(ce) if cf.get(k) != ce[k]] + [d for d in diff if d != "config"]
+        raise SaalError(f"{path} was made with other settings (differs in: {', '.join(diff)}); "
+                        "pass --force to start over or use another run directory")
+
+
+def _samples_png(damaged: torch.Tensor, restored: torch.Tensor, original: torch.Tensor) -> bytes:
+    """One row per image: damaged | restored | original, separated by white lines."""
+    from PIL import Image
+
+    n, c, h, w = original.shape
+    gap = 2
+    canvas = np.full((n * (h + gap) - gap, 3 * (w + gap) - gap, c), 255, dtype=np.uint8)
+    for col, t in enumerate((damaged, restored, original)):
+        arr = (t.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for row in range(n):  # a handful of thumbnails
+            canvas[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = arr[row]
+    image = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- reading results
+
+
+def load_result(run_dir: str | Path, reused: bool = True) -> PretrainResult:
+    """The result of a finished pretraining run in ``run_dir`` (SaalError if there is none)."""
+    ssl_dir = Path(run_dir) / SSL_DIR
+    meta_path = ssl_dir / "model.json"
+    if not meta_path.exists():
+        raise SaalError(f"{meta_path} not found: no finished self-supervised pretraining in {run_dir}")
+    meta = read_json(meta_path)
+    hist_path = ssl_dir / "history.csv"
+    history = [
+        {"epoch": int(r["epoch"]), **{k: float(r[k]) for k in HISTORY_FIELDS if k != "epoch"}}
+        for r in (read_csv(hist_path) if hist_path.exists() else [])
+    ]
+    m = meta["metrics"]
+    return PretrainResult(
+        ssl_dir=ssl_dir, unet=UNetConfig(**meta["unet"]), best_val_loss=float(m["best_val_loss"]),
+        best_epoch=int(m["best_epoch"]), epochs_run=int(m["epochs_run"]), stopped_early=bool(m["stopped_early"]),
+        val_ids=list(meta["val_ids"]), history=history, wall_seconds=float(m["wall_seconds"]), reused=reused,
+    )
+
+
+def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu") -> UNet:
+    """The best restoration U-Net of a finished run, in eval mode (for feature extraction)."""
+    result = load_result(run_dir)
+    if not result.weights_path.exists():
+        raise SaalError(f"{result.weights_path} not found: the pretraining run in {run_dir} is incomplete")
+    model = UNet(result.unet)
+    model.load_state_dict(load_state(result.weights_path))
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Run:
+    """One pretraining run on one rank: state, epoch loop, files."""
+
+    def __init__(self, pool: LesionData, ssl_dir: Path, config: PretrainConfig, seed: int,
+                 ctx: ddp.DistContext, fingerprint: dict, progress: bool):
+        self.cfg, self.seed, self.ctx, self.ssl_dir = config, seed, ctx, ssl_dir
+        self.fingerprint = fingerprint
+        self.show = progress and ctx.is_main
+        self.dev = ctx.device
+        self.train_pos, self.val_pos = split_validation(len(pool), config.val_fraction, seed)
+        self.val_ids = [pool.ids[i] for i in self.val_pos]
+        # Kept as one uint8 tensor on the device: a batch is an index, a cast and a division.
+        self.data = torch.from_numpy(np.ascontiguousarray(pool.images)).to(self.dev)
+        self.local_batch = self._local_batch(len(self.train_pos))
+        self.steps = config.steps_per_epoch or len(self.train_pos) // (self.local_batch * ctx.world_size)
+
+        self.unet_cfg = UNetConfig(in_channels=pool.channels, out_channels=pool.channels,
+                                   base_width=config.base_width, dropout=0.0)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(_stream_seed(seed, _INIT))
+            self.model = UNet(self.unet_cfg)
+        self.model.to(self.dev)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.net = self.model
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.dev.index] if self.dev.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+        if config.optimizer == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=0.9)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=config.step_epochs, gamma=config.lr_gamma)
+        self.amp_dtype = None
+        self.scaler = None
+        if config.amp and self.dev.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.amp_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+
+        self.epoch = 0
+        self.best_val = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.history: list[dict] = []
+
+    def _local_batch(self, n_train: int) -> int:
+        world = self.ctx.world_size
+        global_batch = min(self.cfg.batch_size, n_train)
+        if global_batch < world:
+            raise SaalError(f"pretraining batch {global_batch} is smaller than the {world} processes; "
+                            "raise the pretraining batch size or use fewer processes")
+        return global_batch // world
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.ssl_dir / "checkpoint.pt"
+
+    def _state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
+            "epoch": self.epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early, "history": self.history,
+        }
+
+    def load(self) -> None:
+        state = load_state(self.ckpt_path, map_location=self.dev)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise SaalError(f"{self.ckpt_path} has checkpoint format {state.get('format')!r}, expected "
+                            f"{CHECKPOINT_FORMAT}; pass --force to start over")
+        _check_fingerprint(state["fingerprint"], self.fingerprint, self.ckpt_path)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best_val = int(state["epoch"]), float(state["best_val"])
+        self.best_epoch, self.bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.history = list(state["history"])
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.epoch >= self.cfg.epochs
+
+    # -- batches ---------------------------------------------------------------
+
+    def _batch(self, pos: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S, C) rows -> float (B, C, S, S) in [0, 1], contiguous for the transforms."""
+        return self.data[pos].permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+    def _to_net(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _epoch_batches(self, epoch: int) -> torch.Tensor:
+        """(steps, local batch) pool positions for this rank: one seeded order per epoch, sharded by rank."""
+        world, rank = self.ctx.world_size, self.ctx.rank
+        global_batch = self.local_batch * world
+        need = self.steps * global_batch
+        rng = np.random.default_rng(_stream_seed(self.seed, _ORDER, epoch))
+        order = np.concatenate([rng.permutation(self.train_pos) for _ in range(-(-need // len(self.train_pos)))])
+        batches = order[:need].reshape(self.steps, global_batch)[:, rank::world]
+        return torch.from_numpy(np.ascontiguousarray(batches)).to(self.dev)
+
+    def _restore(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The network's restoration in [0, 1] (sigmoid, computed in float32 under mixed precision)."""
+        if self.amp_dtype is None:
+            return torch.sigmoid(net(self._to_net(x)))
+        with torch.autocast(self.dev.type, dtype=self.amp_dtype):
+            out = net(self._to_net(x))
+        return torch.sigmoid(out.float())
+
+    # -- epoch -----------------------------------------------------------------
+
+    def train_epoch(self, epoch: int, bar) -> float:
+        self.net.train()
+        batches = self._epoch_batches(epoch)
+        g = generator(_stream_seed(self.seed, _DAMAGE, epoch, self.ctx.rank), self.dev)
+        total = torch.zeros((), device=self.dev)
+        for step in range(self.steps):
+            inputs, targets = corrupt(self._batch(batches[step]), g, self.cfg.genesis)
+            loss = F.mse_loss(self._restore(self.net, inputs), targets)
+            self.opt.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+            total += loss.detach()
+            if bar is not None:  # reading the loss syncs a GPU: refresh the figure every 10 steps
+                refresh = step % 10 == 9 or step == self.steps - 1
+                bar.advance(float(total) / (step + 1) if refresh else None)
+        return float(self.ctx.all_mean(total / self.steps))
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean restoration MSE on the validation part, with the same damage every epoch."""
+        self.model.eval()
+        pos = torch.from_numpy(self.val_pos[self.ctx.rank::self.ctx.world_size]).to(self.dev)
+        g = generator(_stream_seed(self.seed, _VAL, self.ctx.rank), self.dev)
+        total = torch.zeros((), device=self.dev, dtype=torch.float64)
+        for chunk in pos.split(self.local_batch):
+            inputs, targets = corrupt(self._batch(chunk), g, self.cfg.genesis)
+            total += (self._restore(self.model, inputs) - targets).pow(2).mean(dim=(1, 2, 3)).sum().double()
+        count = torch.tensor(float(len(pos)), device=self.dev, dtype=torch.float64)
+        sums = self.ctx.all_sum(torch.stack([total, count]))
+        return float(sums[0] / sums[1])
+
+    @torch.no_grad()
+    def write_samples(self) -> None:
+        k = min(self.cfg.n_samples, len(self.val_pos))
+        if k == 0:
+            return
+        self.model.eval()
+        g = generator(_stream_seed(self.seed, _SAMPLES), self.dev)
+        inputs, targets = corrupt(self._batch(torch.from_numpy(self.val_pos[:k]).to(self.dev)), g, self.cfg.genesis)
+        restored = self._restore(self.model, inputs)
+        atomic_write_bytes(self.ssl_dir / "samples.png", _samples_png(inputs, restored, targets))
+
+    def end_epoch(self, epoch: int, train_loss: float, val_loss: float, lr: float, seconds: float) -> bool:
+        """Book-keeping after an epoch; returns whether validation improved."""
+        self.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                             "lr": lr, "seconds": seconds})
+        improved = val_loss < self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch + 1, 0
+        else:
+            self.bad_epochs += 1
+        self.epoch = epoch + 1
+        if self.cfg.patience and self.bad_epochs >= self.cfg.patience and self.epoch < self.cfg.epochs:
+            self.stopped_early = True
+        return improved
+
+    # -- files -----------------------------------------------------------------
+
+    def save(self, improved: bool) -> None:
+        """Best weights first, then the checkpoint: a crash in between only repeats the epoch."""
+        if not self.ctx.is_main:
+            return
+        if improved:
+            save_state(self.ssl_dir / "weights.pt", self.model.state_dict())
+        write_csv(self.ssl_dir / "history.csv", self.history, HISTORY_FIELDS)
+        self.write_samples()
+        save_state(self.ckpt_path, self._state())
+
+    def finish(self) -> PretrainResult:
+        wall = float(sum(h["seconds"] for h in self.history))
+        result = PretrainResult(
+            ssl_dir=self.ssl_dir, unet=self.unet_cfg, best_val_loss=self.best_val, best_epoch=self.best_epoch,
+            epochs_run=self.epoch, stopped_early=self.stopped_early, val_ids=self.val_ids,
+            history=list(self.history), wall_seconds=wall,
+        )
+        if self.ctx.is_main:
+            write_json(self.ssl_dir / "model.json", {
+                "unet": self.unet_cfg.to_dict(),
+                "training": self.cfg.to_dict(),
+                "seed": self.seed,
+                "fingerprint": self.fingerprint,
+                "device": str(self.dev),
+                "world_size": self.ctx.world_size,
+                "metrics": {
+                    "best_val_loss": self.best_val, "best_epoch": self.best_epoch, "epochs_run": self.epoch,
+                    "stopped_early": self.stopped_early, "wall_seconds": wall,
+                    "n_train": len(self.train_pos), "n_val": len(self.val_pos),
+                },
+                "val_ids": self.val_ids,
+            })
+        self.ctx.barrier()
+        return result
+
+    def run(self) -> PretrainResult:
+        with _Bar(self.show, self.cfg.epochs * self.steps, self.epoch * self.steps) as bar:
+            for epoch in range(self.epoch, self.cfg.epochs):
+                if self.done:
+                    break
+                t0 = time.perf_counter()
+                lr = self.opt.param_groups[0]["lr"]
+                bar.epoch(epoch + 1, self.cfg.epochs)
+                train_loss = self.train_epoch(epoch, bar if self.show else None)
+                val_loss = self.validate()
+                self.sched.step()
+                improved = self.end_epoch(epoch, train_loss, val_loss, lr, time.perf_counter() - t0)
+                self.save(improved)
+                bar.log(f"ssl epoch {epoch + 1}/{self.cfg.epochs}  train {train_loss:.5f}  val {val_loss:.5f}"
+                        f"{'  (best)' if improved else ''}  lr {lr:.2g}  {self.history[-1]['seconds']:.1f} s")
+            if self.stopped_early:
+                bar.log(f"stopped early: no validation improvement for {self.cfg.patience} epochs "
+                        f"(best {self.best_val:.5f} at epoch {self.best_epoch})")
+        return self.finish()
+
+
+class _Bar:
+    """A rich progress bar over all training steps with the running loss; silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, completed: int):
+        self.enabled, self.total, self.completed = enabled, total, completed
+        self.progress = None
+
+    def __enter__(self) -> "_Bar":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                                     TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task("ssl", total=self.total, completed=self.completed, loss="-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def epoch(self, epoch: int, epochs: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"ssl epoch {epoch}/{epochs}")
+
+    def advance(self, loss: float | None) -> None:
+        if loss is None:
+            self.progress.update(self.task, advance=1)
+        else:
+            self.progress.update(self.task, advance=1, loss=f"{loss:.5f}")
+
+    def log(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line)
+
+
+def pretrain(pool: LesionData, run_dir: str | Path, *, preset: Preset | str | None = None,
+             config: PretrainConfig | None = None, seed: int = 0, device: str = "auto",
+             resume: bool = False, force: bool = False, progress: bool = True,
+             distributed: bool | None = None) -> PretrainResult:
+    """Pretrain the U-Net by Models Genesis restoration on ``pool`` and write ``run_dir/ssl/``.
+
+    ``pool`` must not contain test images (a seeded ``val_fraction`` of it is
+    held out for validation and early stopping). Settings come from ``config``
+    or, failing that, from ``preset`` (default ``demo``). An unfinished
+    checkpoint with the same settings is continued; ``resume=True`` makes its
+    absence an error. A finished run is returned without recomputation unless
+    ``force=True``, which starts over. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+    or with ``distributed=True`` the run is data-parallel (DDP); only rank 0
+    writes files.
+    """
+    if config is not None and preset is not None:
+        raise SaalError("pass either a preset or a pretraining config, not both")
+    config = config or PretrainConfig.from_preset(preset or "demo")
+    ssl_dir = Path(run_dir) / SSL_DIR
+    meta_path, ckpt_path = ssl_dir / "model.json", ssl_dir / "checkpoint.pt"
+    ctx = ddp.setup(device, distributed)
+    try:
+        fingerprint = _fingerprint(config, seed, pool, ctx.world_size)
+        if force:
+            if ctx.is_main:  # an interrupted forced run must not pass for the old finished one
+                meta_path.unlink(missing_ok=True)
+                ckpt_path.unlink(missing_ok=True)
+            ctx.barrier()
+        elif meta_path.exists():
+            _check_fingerprint(read_json(meta_path).get("fingerprint", {}), fingerprint, meta_path)
+            return load_result(run_dir, reused=True)
+        elif resume and not ckpt_path.exists():
+            raise SaalError(f"nothing to resume: {ckpt_path} does not exist")
+        run = _Run(pool, ssl_dir, config, seed, ctx, fingerprint, progress)
+        if ckpt_path.exists():
+            run.load()
+        return run.run()
+    finally:
+        ctx.close()
