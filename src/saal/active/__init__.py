@@ -11,10 +11,12 @@
 from .annotate import export_batch, import_batch, import_masks, read_manifest
 from .heuristics import (BALD, QUERY_STRATEGIES, Entropy, Heuristic, Random, Representative,
                          UncertaintyDiversity, Variance, get_heuristic)
+from .loop import LoopConfig, LoopDir, run_simulated
 from .oracle import SimulatedOracle
 from .pool import ActiveSet
 
 __all__ = [
+    "LoopConfig", "LoopDir", "run_simulated",
     "ActiveSet", "Heuristic", "Random", "Entropy", "BALD", "Variance", "Representative", "UncertaintyDiversity",
     "QUERY_STRATEGIES", "get_heuristic", "SimulatedOracle", "export_batch", "import_batch", "import_masks",
     "read_manifest",

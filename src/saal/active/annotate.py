@@ -54,8 +54,9 @@ What to do
    The mask must have exactly the same width and height as its image
    (manifest.csv gives them); PNG only, since JPEG blurs the edges.
 4. Put nothing else in masks/. When every image has its mask, hand this folder
-   back to saal, e.g. in Python:
-      saal.active.annotate.import_batch("{folder}", image_size={size})
+   back to saal:
+      saal annotate import {folder} --run <the run directory>
+   (in Python: saal.active.annotate.import_batch("{folder}", image_size={size})).
    saal checks every mask (name, size, black/white values) and tells you which
    file to fix before anything is trained.
 """

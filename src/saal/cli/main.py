@@ -35,10 +35,11 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from . import data_cmds, synth_cmd
+    from . import data_cmds, pipeline_cmds, synth_cmd
 
     data_cmds.register(app)
     synth_cmd.register(app)
+    pipeline_cmds.register(app)
 
 
 _register_commands()

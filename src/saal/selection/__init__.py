@@ -11,6 +11,14 @@ See docs/selection.md for the criterion, the strategies and the incremental sema
 
 from saal.selection.base import ColdStartStrategy, Extension, Selection
 from saal.selection.cluster import SaalStrategy, allocate
+from saal.selection.coverage import (
+    EXPECTED_UNIFORM,
+    CoverageRow,
+    CoverageTable,
+    coverage_table,
+    group_coverage,
+    hit_probability,
+)
 from saal.selection.features import (
     extract_features,
     l2_normalize,
@@ -33,4 +41,5 @@ __all__ = [
     "Clustering", "fit_kmeans", "allocate",
     "extract_features", "l2_normalize", "pca_reduce", "save_features", "load_features", "model_fingerprint",
     "ManifestRow", "read_selection_manifest", "write_selection_manifest",
+    "group_coverage", "coverage_table", "hit_probability", "CoverageRow", "CoverageTable", "EXPECTED_UNIFORM",
 ]

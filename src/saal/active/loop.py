@@ -1,0 +1,332 @@
+"""The active-learning loop: label -> train -> evaluate -> query, round after round.
+
+The loop's whole state is one directory, written atomically step by step, so a
+process killed at any point resumes with nothing lost and nothing counted twice:
+
+``config.json``            the settings; a resumed loop must use the same ones
+``state.json``             the labeled set (:class:`~saal.active.pool.ActiveSet`): id, round, source
+``rounds.jsonl``           one record per finished round (n_labeled, Dice, IoU, HD95, ..., seconds)
+``labeled_round_N.csv``    the ids labeled when round N was trained
+``eval/round_N.csv``       per-test-image metrics of round N's model
+``models/latest.pt``       the newest model (what the next query scores with), ``model.json`` beside it
+``models/round_N.pt``      every round's model when ``save_models`` is set
+``labels/<id>.png``        masks imported from annotators (simulated labels come from the data)
+``learning_curve.png``     Dice against the number of labeled images
+
+Each round's labels are committed (``state.json``) before its training starts,
+and its record (``rounds.jsonl``) only after its model and evaluation are on
+disk. Training is deterministic per (seed, round), so redoing an interrupted
+round gives the same model as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.dataset import LesionData
+from ..errors import SaalError
+from ..io import atomic_write_bytes, atomic_write_text, load_state, read_json, save_state, write_csv, write_json
+from ..models.unet import UNet, UNetConfig
+from ..runtime import generator
+from ..segmentation import SegConfig, evaluate, iter_predictions, train_segmentation
+from .heuristics import Heuristic, get_heuristic
+from .pool import ActiveSet
+
+INITS = ("ssl", "scratch")
+FINETUNE_MODES = ("restart", "continue")
+RECORD_METRICS = ("dice", "iou", "hd95", "assd", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What defines a loop (saved as ``config.json``; a resume must agree with it)."""
+
+    budgets: tuple[int, ...]  # cumulative labeled counts per round; round 0 is the cold start
+    seg: SegConfig = field(default_factory=SegConfig)
+    cold_start: str = "saal"  # a saal.selection strategy (round 0)
+    query: str = "entropy"  # a saal.active heuristic (rounds >= 1)
+    init: str = "ssl"  # "ssl": start from the self-supervised weights; "scratch": random weights
+    finetune: str = "restart"  # every round from the init weights, or "continue" from the previous round
+    mc_samples: int = 8  # dropout samples for the MC-dropout heuristics
+    n_clusters: int = 10  # k of the paper's k-means criterion (cold start and representative query)
+    seed: int = 0
+    save_models: bool = False
+
+    def __post_init__(self):
+        budgets = tuple(int(b) for b in self.budgets)
+        if not budgets or budgets[0] < 1 or any(b <= a for a, b in zip(budgets, budgets[1:])):
+            raise SaalError(f"budgets must be increasing positive label counts, got {list(self.budgets)}")
+        object.__setattr__(self, "budgets", budgets)
+        if self.init not in INITS:
+            raise SaalError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.finetune not in FINETUNE_MODES:
+            raise SaalError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["budgets"] = list(self.budgets)
+        return d
+
+    def round_seed(self, round: int) -> int:
+        """Training seed of a round: the same for every strategy, so seeds pair across strategies."""
+        return self.seed * 1000 + round
+
+
+# ------------------------------------------------------------------------------ the directory
+class LoopDir:
+    """Paths and atomic reads/writes of one loop directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, *parts: str) -> Path:
+        return self.path.joinpath(*parts)
+
+    # labeled set
+    def load_active(self, pool_ids: Sequence[str]) -> ActiveSet:
+        state = self.file("state.json")
+        if not state.is_file():
+            return ActiveSet(pool_ids)
+        active = ActiveSet.load(state)
+        if active.pool_ids != list(pool_ids):
+            raise SaalError(f"{state} belongs to another pool ({len(active)} images, not {len(pool_ids)}); "
+                            "use a new run directory")
+        return active
+
+    def save_active(self, active: ActiveSet) -> None:
+        active.save(self.file("state.json"))
+
+    # round records
+    def rounds(self) -> list[dict[str, Any]]:
+        path = self.file("rounds.jsonl")
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save_record(self, record: dict[str, Any]) -> None:
+        """Add (or replace) the record of ``record['round']``; the file is rewritten atomically."""
+        kept = [r for r in self.rounds() if r["round"] != record["round"]]
+        rows = sorted([*kept, record], key=lambda r: r["round"])
+        atomic_write_text(self.file("rounds.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+
+    # models
+    def save_model(self, model: UNet, name: str, meta: Mapping[str, Any]) -> Path:
+        path = self.file("models", f"{name}.pt")
+        save_state(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        write_json(self.file("models", f"{name}.json"), {"unet": model.config.to_dict(), **meta})
+        return path
+
+    def load_model(self, name: str = "latest") -> tuple[UNet, dict[str, Any]] | None:
+        path, meta_path = self.file("models", f"{name}.pt"), self.file("models", f"{name}.json")
+        if not (path.is_file() and meta_path.is_file()):
+            return None
+        meta = read_json(meta_path)
+        model = UNet(UNetConfig(**meta["unet"]))
+        model.load_state_dict(load_state(path))
+        return model.eval(), meta
+
+    # annotator masks
+    def label_path(self, image_id: str) -> Path:
+        return self.file("labels", f"{image_id}.png")
+
+    def save_label(self, image_id: str, mask: np.ndarray) -> None:
+        buf = io.BytesIO()
+        Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * np.uint8(255)).save(buf, format="PNG")
+        atomic_write_bytes(self.label_path(image_id), buf.getvalue())
+
+    def check_config(self, config: LoopConfig) -> None:
+        """Write ``config.json`` on first use; afterwards refuse a different configuration."""
+        path = self.file("config.json")
+        wanted = config.to_dict()
+        if path.is_file():
+            have = read_json(path)
+            if have != wanted:
+                diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+                raise SaalError(f"{self.path} holds a loop with other settings ({', '.join(diff)}); "
+                                "use a new directory to change them")
+        else:
+            write_json(path, wanted)
+
+
+# ------------------------------------------------------------------------------ the steps
+def labeled_masks(loop: LoopDir, active: ActiveSet, pool: LesionData, ids: Sequence[str]) -> np.ndarray:
+    """Masks of labeled ``ids``: annotators' imported PNGs, or the data's own (simulated oracle)."""
+    out = np.zeros((len(ids), pool.image_size, pool.image_size), dtype=np.uint8)
+    pos = pool.index_of(ids)
+    for j, (k, i) in enumerate(zip(ids, pos)):
+        if active.source_of(k) == "annotator":
+            with Image.open(loop.label_path(k)) as im:
+                out[j] = np.asarray(im.convert("L")) >= 128
+        elif pool.masks is None:
+            raise SaalError(f"no mask for labeled image {k}: it was not imported and the data has no masks")
+        else:
+            out[j] = pool.masks[i]
+    return out
+
+
+def labeled_set(loop: LoopDir, active: ActiveSet, pool: LesionData) -> LesionData:
+    """The labeled part of the pool, with its masks, in labeling order."""
+    ids = active.labeled_ids
+    part = pool.select_ids(ids)
+    part.masks = labeled_masks(loop, active, pool, ids)
+    return part
+
+
+def cold_start_ids(pool: LesionData, budget: int, *, strategy: str, features: np.ndarray | None,
+                   n_clusters: int, seed: int) -> list[str]:
+    """The first ``budget`` pool ids to annotate, by a :mod:`saal.selection` strategy."""
+    from ..selection import get_strategy
+
+    params = {"n_clusters": n_clusters} if strategy == "saal" else {}
+    if features is None:
+        if strategy != "random":
+            raise SaalError(f"the {strategy} cold start needs the pool's features")
+        features = np.zeros((len(pool), 1), dtype=np.float32)
+    selection = get_strategy(strategy, **params).select(features, budget, seed=seed)
+    return [pool.ids[i] for i in selection.indices]
+
+
+def make_heuristic(name: str, *, n_clusters: int, seed: int) -> Heuristic:
+    if name == "representative":
+        from ..selection.cluster import SaalStrategy
+
+        return get_heuristic(name, strategy=SaalStrategy(n_clusters=n_clusters), seed=seed)
+    return get_heuristic(name, seed=seed)
+
+
+def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, heuristic: Heuristic,
+              features: np.ndarray | None, mc_samples: int, seed: int, device: str = "auto") -> list[str]:
+    """The next ``k`` unlabeled ids by ``heuristic``, scoring the model's predictions when it needs them."""
+    scores = None
+    if heuristic.needs_predictions:
+        if model is None:
+            raise SaalError(f"the {heuristic.name} query needs a trained model: run 'saal train' first")
+        unlabeled = pool.subset(active.unlabeled_indices)
+        samples = mc_samples if heuristic.min_samples > 1 else 0
+        batches = iter_predictions(model, unlabeled, device=device, mc_samples=samples,
+                                   generator=generator(seed))
+        scores = heuristic.score_batches(batches, n=len(unlabeled))
+    return heuristic.select(active, k, scores=scores, features=features)
+
+
+def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test: LesionData | None, *,
+                       config: LoopConfig, round: int, ssl_state: Mapping[str, torch.Tensor] | None,
+                       progress: bool = True) -> tuple[UNet, dict[str, Any]]:
+    """Train round ``round``'s model on the labeled set, evaluate it, write its files and record."""
+    labeled = labeled_set(loop, active, pool)
+    seg = config.seg
+    init_state, transfer = (ssl_state, seg.transfer) if config.init == "ssl" else (None, None)
+    if config.finetune == "continue" and round > 0 and (previous := loop.load_model("latest")) is not None:
+        init_state, transfer = previous[0].state_dict(), "full"
+    if config.init == "ssl" and init_state is None:
+        raise SaalError("SSL initialisation needs the self-supervised weights (run 'saal pretrain')")
+    model, log = train_segmentation(labeled, seg, init_state=init_state, transfer=transfer,
+                                    seed=config.round_seed(round), progress=progress)
+    record: dict[str, Any] = {
+        "round": round, "n_labeled": len(labeled), "cold_start": config.cold_start, "init": config.init,
+        "query": config.query, "seed": config.seed, "train_seconds": round_to(log.wall_s, 2),
+        "steps": log.steps,
+    }
+    write_csv(loop.file(f"labeled_round_{round}.csv"),
+              [{"image_id": k, "round": active.round_of(k), "source": active.source_of(k)} for k in labeled.ids],
+              ["image_id", "round", "source"])
+    meta = {"round": round, "n_labeled": len(labeled), "labeled_ids": labeled.ids}
+    if config.save_models:
+        loop.save_model(model, f"round_{round}", meta)
+    loop.save_model(model, "latest", meta)
+    if test is not None:
+        result = evaluate(model, test, device=seg.device)
+        result.write_csv(loop.file("eval", f"round_{round}.csv"))
+        summary = result.summary
+        for m in RECORD_METRICS:
+            record[m] = summary[m]["mean"]
+        record["dice_std"] = summary["dice"]["std"]
+    loop.save_record(record)
+    return model, record
+
+
+def round_to(x: float, digits: int) -> float:
+    return float(round(x, digits))
+
+
+def plot_curve(loop: LoopDir, title: str | None = None) -> Path | None:
+    """``learning_curve.png`` from the records that have a Dice (none without a test set)."""
+    from ..experiments.plots import plot_single_run_curve
+
+    rows = [r for r in loop.rounds() if r.get("dice") is not None]
+    return plot_single_run_curve(loop.file("learning_curve.png"), rows, title=title) if rows else None
+
+
+# ------------------------------------------------------------------------------ the simulated loop
+def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionData | None, *,
+                  config: LoopConfig, features: np.ndarray | None,
+                  ssl_state: Mapping[str, torch.Tensor] | None, plan: Sequence[str] | None = None,
+                  progress: bool = True) -> list[dict[str, Any]]:
+    """Run every round with the pool's own masks as the annotator (the paper's simulation).
+
+    Round 0 labels the cold-start selection (the first ``budgets[0]`` ids of
+    ``plan``, a selection manifest's ids, when given; else the ``cold_start``
+    strategy picks them); each later round queries up to the next budget.
+    Whatever ``loop_dir`` already holds is reused, so an interrupted loop
+    continues where it stopped; a finished one returns its records without
+    recomputation.
+    """
+    if pool.masks is None:
+        raise SaalError("a simulated loop needs masks for the pool; with unlabeled data use "
+                        "'saal query' and 'saal annotate import'")
+    if config.budgets[-1] > len(pool):
+        raise SaalError(f"the largest budget {config.budgets[-1]} exceeds the pool of {len(pool)} images")
+    loop = LoopDir(loop_dir)
+    loop.path.mkdir(parents=True, exist_ok=True)
+    loop.check_config(config)
+    active = loop.load_active(pool.ids)
+    heuristic = make_heuristic(config.query, n_clusters=config.n_clusters, seed=config.seed)
+    done = {r["round"] for r in loop.rounds()}
+    model: UNet | None = None
+    for r, budget in enumerate(config.budgets):
+        n_by_round = sum(1 for k in active.labeled_ids if (active.round_of(k) or 0) <= r)
+        if n_by_round > budget or (n_by_round < budget and active.n_labeled > n_by_round):
+            raise SaalError(f"{loop.path}: {n_by_round} images are labeled by round {r}, not its budget {budget}; "
+                            "the directory belongs to another schedule")
+        if active.n_labeled < budget:
+            t0 = time.perf_counter()
+            k = budget - active.n_labeled
+            if r == 0 and plan is not None:
+                if len(plan) < budget:
+                    raise SaalError(f"the selection plan lists {len(plan)} images, fewer than the first budget {budget}")
+                new = list(plan[:budget])
+            elif r == 0:
+                new = cold_start_ids(pool, budget, strategy=config.cold_start, features=features,
+                                     n_clusters=config.n_clusters, seed=config.seed)
+            else:
+                if model is None and heuristic.needs_predictions:
+                    loaded = loop.load_model("latest")
+                    model = None if loaded is None else loaded[0]
+                new = query_ids(model, active, pool, k, heuristic=heuristic, features=features,
+                                mc_samples=config.mc_samples, seed=config.round_seed(r), device=config.seg.device)
+            active.label(new, round=r, source="cold-start" if r == 0 else "oracle")
+            loop.save_active(active)
+            query_seconds = time.perf_counter() - t0
+        else:
+            query_seconds = None
+        if r in done:
+            model = None  # the next query reloads the newest model from disk
+            continue
+        model, record = train_and_evaluate(loop, active, pool, test, config=config, round=r,
+                                           ssl_state=ssl_state, progress=progress)
+        if query_seconds is not None:
+            record["query_seconds"] = round_to(query_seconds, 2)
+            loop.save_record(record)
+    if test is not None:
+        plot_curve(loop, title=f"{config.cold_start} cold start, {config.init} init, {config.query} query")
+    return loop.rounds()

@@ -1,0 +1,196 @@
+"""``saal pretrain | select | train | query | annotate import | run``: the pipeline, stage by stage.
+
+Every command works on a run directory (``--run``); the first command that
+opens it records the data, preset and seed, later ones reuse them. Thin layer
+over :mod:`saal.pipeline` and :mod:`saal.workspace`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+RUN_HELP = "Run directory: every stage reads and writes its files here (created on first use)."
+DATA_HELP = ("Dataset folder (ISIC 2016/2017/2018 layout, images/ + masks/, or unlabeled images). "
+             "Default: the embedded synthetic dataset. Only needed when the run directory is new.")
+PRESET_HELP = "demo (minutes on a CPU, 64 px), cpu (ISIC protocol at 128 px), paper (256 px, 64 channels; GPUs)."
+
+annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
+
+
+def _workspace(run: Path, data: Optional[Path], preset: Optional[str], seed: Optional[int],
+               skip_bad: bool = False, quiet: bool = False, create: bool = True):
+    from ..workspace import open_workspace
+
+    ws = open_workspace(run, data=data, preset=preset, seed=seed, skip_bad=skip_bad, create=create,
+                        progress=not quiet)
+    if not quiet:
+        test = "no test set" if ws.test is None else f"{len(ws.test)} test"
+        typer.echo(f"run {ws.run_dir}: {ws.source}, preset {ws.preset.name}, seed {ws.seed}, "
+                   f"{len(ws.pool)} pool / {test} images at {ws.preset.image_size} px", err=True)
+    return ws
+
+
+def pretrain_cmd(
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Pretraining epochs (default: the preset's)."),
+    resume: bool = typer.Option(False, "--resume", help="Require an interrupted run to continue (exactly)."),
+    force: bool = typer.Option(False, "--force", help="Start over even if a finished pretraining exists."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Self-supervised warm-up: learn to restore Models Genesis-damaged pool images (no labels).
+
+    Writes RUN/ssl/: weights.pt (best validation loss), checkpoint.pt (resumable every epoch), history.csv,
+    model.json and samples.png (damaged / restored / original). The validation images are a held-out part
+    of the pool, never the test images. An interrupted run continues where it stopped.
+    """
+    from ..ssl import load_result
+    from ..workspace import ssl_weights
+
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    ssl_weights(ws, epochs=epochs, resume=resume, force=force, progress=not quiet)
+    result = load_result(ws.run_dir)
+    first, last = result.history[0]["val_loss"], result.best_val_loss
+    typer.echo(f"pretrained {result.epochs_run} epochs: validation loss {first:.5f} -> best {last:.5f} "
+               f"(epoch {result.best_epoch}); weights {result.weights_path}")
+
+
+def select_cmd(
+    budget: int = typer.Option(..., "--budget", "-b", min=1, help="Total number of images to annotate first."),
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    strategy: str = typer.Option("saal", "--strategy",
+                                 help="saal (paper: k-means on SSL features, proportional, nearest the centre), "
+                                      "random, kcenter (core-set), typiclust, probcover."),
+    weights: Optional[Path] = typer.Option(None, "--weights",
+                                           help="SSL weights to take the features from (default: pretrain in RUN)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="k of k-means (default 10)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Cold start: choose which images to annotate first, without any labels.
+
+    Works on a folder of unlabeled images. Pretrains (unless --weights), extracts the encoder features of every
+    pool image, selects, and writes RUN/selection.csv (rank, image id, path, cluster, distance to centre,
+    strategy), RUN/selection/selected_by_cluster.png and RUN/selection/pool_map.png. A larger --budget later
+    extends the same selection.
+    """
+    from ..pipeline import select_images
+
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    result = select_images(ws, budget, strategy=strategy, weights=weights, n_clusters=clusters, progress=not quiet)
+    typer.echo(f"selected {len(result.ids)} images ({len(result.new_ids)} new) -> {result.manifest}")
+    typer.echo(f"pictures: {result.sheet}, {result.pool_map}")
+
+
+def train_cmd(
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    init: str = typer.Option("ssl", "--init", help="ssl (from the self-supervised weights) or scratch."),
+    finetune: str = typer.Option("restart", "--finetune",
+                                 help="restart from the init weights, or continue from the previous model."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the preset's)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train the segmentation U-Net on every image labeled so far and evaluate it on the test split.
+
+    Writes RUN/active/models/latest.pt, rounds.jsonl (one record per round), labeled_round_N.csv,
+    eval/round_N.csv (per test image) and learning_curve.png.
+    """
+    from ..pipeline import train_model
+
+    ws = _workspace(run, None, None, None, quiet=quiet, create=False)
+    rec = train_model(ws, init=init, finetune=finetune, steps=steps, progress=not quiet)
+    score = f"test Dice {100 * rec['dice']:.1f}, IoU {100 * rec['iou']:.1f}" if "dice" in rec else "no test set"
+    typer.echo(f"round {rec['round']}: trained on {rec['n_labeled']} labeled images in "
+               f"{rec['train_seconds']:.0f} s; {score}")
+
+
+def query_cmd(
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    k: Optional[int] = typer.Option(None, "--k", "-k", min=1,
+                                    help="How many images (default: up to the preset's next budget)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy",
+                                           help="random, entropy, bald, variance (MC dropout), representative "
+                                                "(the paper's cluster criterion), uncertainty-diversity. "
+                                                "Default: the preset's."),
+    oracle: bool = typer.Option(False, "--oracle",
+                                help="Label the batch at once from the data's own masks (simulation)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Choose the next images to annotate and export them to RUN/annotate/round_N/ for annotators.
+
+    The first batch is the cold-start selection (saal select); later batches need a model trained on the
+    current labeled set (saal train). The folder holds the images, manifest.csv, a README for annotators and
+    an empty masks/ folder: draw one binary PNG per image there (<id>_segmentation.png, the image's size),
+    then run 'saal annotate import FOLDER'.
+    """
+    from ..pipeline import query_next
+
+    ws = _workspace(run, None, None, None, quiet=quiet, create=False)
+    result = query_next(ws, k=k, strategy=strategy, oracle=oracle, progress=not quiet)
+    where = "labeled from the data's masks" if result.batch_dir is None else f"exported to {result.batch_dir}"
+    typer.echo(f"round {result.round}: {len(result.ids)} images {where}")
+
+
+@annotate_app.command("import")
+def annotate_import_cmd(
+    batch: Path = typer.Argument(..., metavar="DIR", help="An annotation folder written by 'saal query'."),
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages besides the result."),
+) -> None:
+    """Check the annotators' masks (one per image, binary, the image's size) and add them to the labeled set.
+
+    Nothing is recorded unless every mask passes; importing the same folder twice adds nothing.
+    """
+    from ..pipeline import import_annotations
+
+    ws = _workspace(run, None, None, None, quiet=quiet, create=False)
+    added = import_annotations(ws, batch)
+    typer.echo(f"imported {len(added)} masks from {batch}" if added else f"{batch}: already imported, nothing new")
+
+
+def run_cmd(
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
+    cold_start: str = typer.Option("saal", "--cold-start", help="saal, random, kcenter, typiclust, probcover."),
+    query: Optional[str] = typer.Option(None, "--query", help="Query strategy of the later rounds (default: preset)."),
+    init: str = typer.Option("ssl", "--init", help="ssl or scratch."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Everything: pretrain -> select -> train -> active-learning rounds -> evaluate -> report.
+
+    The annotator is simulated with the data's own masks (the embedded dataset when no --data). Budgets are the
+    preset's (demo: 10, 20, 40, 80 labels). Writes RUN/report.html with the learning curve, the selection and
+    the best/worst predictions; an interrupted run continues where it stopped when run again.
+    """
+    import time
+
+    from ..pipeline import run_all
+
+    t0 = time.perf_counter()
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    result = run_all(ws, cold_start=cold_start, query=query, init=init, progress=not quiet)
+    for r in result.rounds:
+        typer.echo(f"round {r['round']}: {r['n_labeled']:>5} labeled  Dice {100 * r['dice']:.1f}  "
+                   f"IoU {100 * r['iou']:.1f}  HD95 {r['hd95']:.1f} px")
+    typer.echo(f"report: {result.report}  ({time.perf_counter() - t0:.0f} s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_cmd)
+    app.command("select")(select_cmd)
+    app.command("train")(train_cmd)
+    app.command("query")(query_cmd)
+    app.add_typer(annotate_app, name="annotate")
+    app.command("run")(run_cmd)

@@ -1,0 +1,237 @@
+"""The run directory: one folder that holds every stage's inputs and outputs.
+
+Every command (``saal pretrain``, ``select``, ``train``, ``query``, ``run``,
+``experiment``) opens the same folder, so a stage can be re-run, inspected or
+replaced alone. What defines the run (data source, preset, seed, split) is
+written once to ``run.json`` and ``split/``; reopening with options that
+disagree is an error instead of a silent mix of two experiments.
+
+Layout::
+
+    RUNDIR/run.json                  data source, preset, seed, image size
+    RUNDIR/split/pool.csv, test.csv  the pool to select from, the held-out test images
+    RUNDIR/ssl/                      self-supervised weights, history, samples (saal.ssl)
+    RUNDIR/features/                 pool features of the SSL encoder (saal.selection)
+    RUNDIR/selection.csv             the cold-start plan: which images to annotate first
+    RUNDIR/active/                   labeled set, rounds, models, evaluations (saal.active.loop)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import Preset, get_preset
+from .data import LesionData, Split, apply_split, load_dataset, load_split, make_split, save_split
+from .data.embedded import load_embedded
+from .errors import SaalError, SelectionError
+from .io import read_json, write_json
+
+RUN_FILE = "run.json"
+FEATURES_DIR = "features"
+EMBEDDED = "embedded"
+#: Share of a labeled dataset held out for testing when it is smaller than the preset's pool + test.
+SMALL_DATA_TEST_SHARE = 0.2
+
+
+@dataclass
+class Workspace:
+    """An opened run directory with its data loaded and split."""
+
+    run_dir: Path
+    preset: Preset
+    seed: int
+    source: str  # "embedded" or the data folder
+    data: LesionData
+    pool: LesionData
+    test: LesionData | None  # None when the data has no masks (nothing to evaluate on)
+    original_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labeled_data(self) -> bool:
+        """Whether ground-truth masks exist (simulated oracle and evaluation possible)."""
+        return self.data.masks is not None
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+
+def _preset_from_record(recorded: dict) -> Preset:
+    fields = {k: v for k, v in recorded.items() if k in Preset.__dataclass_fields__}
+    return Preset(**{**fields, "budgets": tuple(int(b) for b in fields["budgets"])})
+
+
+def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Preset | str | None,
+                  seed: int | None) -> None:
+    """Refuse options that contradict what the run directory was made with."""
+    clashes = []
+    if source is not None and recorded["source"] != source:
+        clashes.append(f"--data {source} (made with {recorded['source']})")
+    wanted_preset = preset.name if isinstance(preset, Preset) else preset
+    if wanted_preset is not None and recorded["preset"]["name"] != wanted_preset:
+        clashes.append(f"--preset {wanted_preset} (made with {recorded['preset']['name']})")
+    if isinstance(preset, Preset) and preset.to_dict() != recorded["preset"]:
+        clashes.append("preset settings differ")
+    if seed is not None and int(recorded["seed"]) != int(seed):
+        clashes.append(f"--seed {seed} (made with {recorded['seed']})")
+    if clashes:
+        raise SaalError(f"{run_dir} is an existing run that disagrees: {'; '.join(clashes)}. "
+                        "Use a new --run directory, or leave these options out to continue it")
+
+
+def _load(source: str, preset: Preset, *, skip_bad: bool, progress: bool) -> tuple[LesionData, dict, list[str]]:
+    if source == EMBEDDED:
+        data = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.grayscale, seed=0)
+        return data, {}, []
+    result = load_dataset(source, image_size=preset.image_size, grayscale=preset.grayscale,
+                          skip_bad=skip_bad, progress=progress)
+    sizes = dict(zip(result.data.ids, (tuple(s) for s in result.original_sizes)))
+    notes = list(result.warnings) + [f"skipped {p}" for p in result.skipped]
+    return result.data, sizes, notes
+
+
+def _default_split(data: LesionData, preset: Preset, split_mode: str, seed: int) -> tuple[Split, list[str]]:
+    """The preset's pool/test sizes, shrunk to fit a smaller dataset; no test part without masks."""
+    if data.masks is None:
+        return Split(sorted(data.ids), []), ["the data has no masks: every image is in the pool, no test set"]
+    if split_mode == "official":
+        return make_split(data, seed=seed, mode="official"), []
+    n = len(data)
+    if preset.test_size + (preset.pool_size or 1) <= n:
+        return make_split(data, test_size=preset.test_size, pool_size=preset.pool_size, seed=seed), []
+    test_size = max(1, round(n * SMALL_DATA_TEST_SHARE))
+    if n - test_size < 1:
+        raise SaalError(f"{n} labeled image(s) cannot be split into a pool and a test set")
+    note = (f"the data has {n} images, fewer than the preset's pool {preset.pool_size} + test {preset.test_size}: "
+            f"using {n - test_size} pool / {test_size} test")
+    return make_split(data, test_size=test_size, seed=seed), [note]
+
+
+def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+                   preset: Preset | str | None = None, seed: int | None = None, split_mode: str = "random",
+                   skip_bad: bool = False, create: bool = True, progress: bool = True) -> Workspace:
+    """Open (or create) a run directory and load its data and split.
+
+    ``data`` is a folder in any layout :func:`saal.data.load_dataset` reads, or
+    None for the embedded synthetic dataset. A new run records ``data``,
+    ``preset`` (default ``demo``) and ``seed`` (default 0) in ``run.json``; an
+    existing one reuses them, and options that contradict them are an error.
+    The pool/test split is seeded by the data split seed (0), not by ``seed``,
+    so runs with different seeds share their test set and can be compared.
+    """
+    run_dir = Path(run_dir)
+    source = None if data is None else str(Path(data).resolve())
+    run_file = run_dir / RUN_FILE
+    recorded = read_json(run_file) if run_file.is_file() else None
+    if recorded is not None:
+        _check_agrees(run_dir, recorded, source, preset, seed)
+        source, seed = recorded["source"], int(recorded["seed"])
+        chosen = _preset_from_record(recorded["preset"])
+    else:
+        if not create:
+            raise SaalError(f"{run_dir} is not a saal run directory (no {RUN_FILE}); "
+                            "start one with 'saal run' or 'saal select'")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SaalError(f"{run_dir} exists and is not a directory")
+        source = source or EMBEDDED
+        if source != EMBEDDED and run_dir.resolve().is_relative_to(Path(source)):
+            raise SaalError(f"the run directory {run_dir} must not be inside the data folder {source} "
+                            "(saal never writes into your data)")
+        seed = 0 if seed is None else int(seed)
+        chosen = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
+    loaded, sizes, notes = _load(source, chosen, skip_bad=skip_bad, progress=progress)
+    if recorded is None:
+        split, split_notes = _default_split(loaded, chosen, split_mode, seed=0)
+        notes += split_notes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_split(run_dir, split)
+        write_json(run_file, {"source": source, "preset": chosen.to_dict(), "seed": seed,
+                              "split_mode": split_mode, "saal_version": __version__, "notes": notes})
+    split = load_split(run_dir)
+    pool, test = apply_split(loaded, split)
+    return Workspace(run_dir=run_dir, preset=chosen, seed=seed, source=source, data=loaded, pool=pool,
+                     test=test if (test.masks is not None and len(test)) else None,
+                     original_sizes=sizes, warnings=notes)
+
+
+def describe(ws: Workspace) -> dict[str, Any]:
+    """A few facts about the workspace for progress messages and reports."""
+    return {"run_dir": str(ws.run_dir), "source": ws.source, "preset": ws.preset.name, "seed": ws.seed,
+            "pool": len(ws.pool), "test": 0 if ws.test is None else len(ws.test),
+            "image_size": ws.preset.image_size, "labeled_data": ws.labeled_data}
+
+
+def ssl_weights(ws: Workspace, *, epochs: int | None = None, resume: bool = False, force: bool = False,
+                device: str = "auto", progress: bool = True) -> Path:
+    """The run's self-supervised weights (``ssl/weights.pt``), pretraining on the pool first if needed.
+
+    Pretraining sees the pool only, never the test images; a finished run is
+    reused, an interrupted one continued (see :func:`saal.ssl.pretrain`).
+    """
+    from .ssl import PretrainConfig, pretrain
+
+    config = PretrainConfig.from_preset(ws.preset, epochs=epochs)
+    result = pretrain(ws.pool, ws.run_dir, config=config, seed=ws.seed, device=device, resume=resume,
+                      force=force, progress=progress)
+    return result.weights_path
+
+
+def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *, progress: bool = True):
+    """The U-Net whose bottleneck gives the selection features: given ``weights`` or the run's SSL ones.
+
+    A weights file outside the run is read with the ``model.json`` beside it when
+    there is one (as ``saal pretrain`` writes), else with the preset's width.
+    """
+    from .io import load_state
+    from .models.unet import UNet, UNetConfig
+
+    path = Path(weights) if weights is not None else ssl_weights(ws, progress=progress)
+    if not path.is_file():
+        raise SaalError(f"{path}: weights file not found")
+    meta = path.parent / "model.json"
+    if meta.is_file() and "unet" in (recorded := read_json(meta)):
+        config = UNetConfig(**recorded["unet"])
+    else:
+        config = UNetConfig(in_channels=ws.pool.channels, out_channels=ws.pool.channels,
+                            base_width=ws.preset.base_width)
+    if config.in_channels != ws.pool.channels:
+        raise SaalError(f"{path}: the network takes {config.in_channels}-channel images but this run's images "
+                        f"have {ws.pool.channels} channel(s)")
+    model = UNet(config)
+    try:
+        model.load_state_dict(load_state(path))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise SaalError(f"{path}: not weights of a U-Net of width {config.base_width} ({first})") from None
+    return model.eval(), path
+
+
+def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, device: str = "auto",
+                  progress: bool = True) -> np.ndarray:
+    """SSL bottleneck features of the pool in pool order, extracted once and cached in ``features/``.
+
+    The cache records which weights made it; other weights re-extract.
+    """
+    from .runtime import resolve_device
+    from .selection import extract_features, load_features, model_fingerprint, save_features
+
+    model, path = load_encoder(ws, weights, progress=progress)
+    fingerprint = model_fingerprint(model)
+    directory = ws.path(FEATURES_DIR)
+    try:
+        cached = load_features(directory, expected_ids=ws.pool.ids)
+        if cached.meta.get("model") == fingerprint and cached.meta.get("pool") == ws.preset.feature_pool:
+            return cached.features
+    except SelectionError:
+        pass
+    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, device=resolve_device(device),
+                             progress=progress)
+    save_features(directory, ws.pool.ids, feats, {"model": fingerprint, "pool": ws.preset.feature_pool,
+                                                    "weights": str(path)})
+    return feats
