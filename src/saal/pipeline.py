@@ -58,7 +58,7 @@ def select_images(ws: Workspace, budget: int, *, strategy: str = "saal", weights
     if manifest.is_file():
         rows = read_selection_manifest(manifest)
         if rows and rows[0].strategy != strategy:
-            raise SaalError(f"{manifest} was made by the {rows[0].strategy} strategy; use a new --run to try "
+            raise SaalError(f"{manifest} was made by the {rows[0].strategy} strategy; use a new run directory to try "
                             f"{strategy}")
         if len(rows) > budget:
             raise SaalError(f"{manifest} already selects {len(rows)} images, more than --budget {budget}")

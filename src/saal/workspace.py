@@ -82,7 +82,7 @@ def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Pre
         clashes.append(f"--seed {seed} (made with {recorded['seed']})")
     if clashes:
         raise SaalError(f"{run_dir} is an existing run that disagrees: {'; '.join(clashes)}. "
-                        "Use a new --run directory, or leave these options out to continue it")
+                        "Use a new run directory, or leave these options out to continue it")
 
 
 def _load(source: str, preset: Preset, *, skip_bad: bool, progress: bool) -> tuple[LesionData, dict, list[str]]:

@@ -35,11 +35,12 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from . import data_cmds, pipeline_cmds, synth_cmd
+    from . import data_cmds, experiment_cmd, pipeline_cmds, synth_cmd
 
     data_cmds.register(app)
     synth_cmd.register(app)
     pipeline_cmds.register(app)
+    experiment_cmd.register(app)
 
 
 _register_commands()

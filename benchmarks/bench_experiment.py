@@ -1,0 +1,92 @@
+"""End-to-end benchmark: the ``demo`` experiment matrix on the embedded dataset (prints figures; not a test).
+
+Runs ``saal experiment --preset demo`` through the Python API (shared SSL pretraining and features,
+then every cold start x initialisation x seed as a simulated active-learning loop, plus full
+supervision), and prints the label-efficiency figures:
+
+* per strategy, the Dice at the smallest budget: mean ± std over seeds and the worst seed;
+* the SAAL-minus-random gap per budget (SSL and scratch initialisation, each against random with
+  the same initialisation): mean ± std of the per-seed differences, wins, paired Wilcoxon and t-test
+  p-values;
+* the end-to-end wall time (an existing ``--out`` resumes: finished cells are not rerun, so use a
+  new folder to time a full run).
+
+    python benchmarks/bench_experiment.py                            # demo, 3 seeds, 2 workers
+    python benchmarks/bench_experiment.py --seeds 5 --out runs/bench-exp5
+    python benchmarks/bench_experiment.py --seeds 1 --steps 5 --ssl-epochs 1 --pool 40   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}" if math.isfinite(x) else "  n/a"
+
+
+def _p(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="experiment folder (default: a new temporary one)")
+    ap.add_argument("--strategies", default=None, help="cold starts, comma-separated (default: the demo matrix)")
+    ap.add_argument("--steps", type=int, default=None, help="override the preset's segmentation steps (quick checks)")
+    ap.add_argument("--ssl-epochs", type=int, default=None, help="override the preset's pretraining epochs")
+    ap.add_argument("--pool", type=int, default=None, help="override the preset's pool size")
+    args = ap.parse_args()
+
+    from saal.config import get_preset
+    from saal.experiments.runner import run_experiment
+    from saal.experiments.summary import budget_stats, load_results, paired_tests
+
+    preset = get_preset("demo")
+    overrides = dict(seg_steps=args.steps, ssl_epochs=args.ssl_epochs, pool_size=args.pool)
+    if any(v is not None for v in overrides.values()):
+        preset = preset.with_overrides(name="demo-reduced", **overrides)
+    out = args.out or Path(tempfile.mkdtemp(prefix="saal-bench-exp-")) / "run"
+    started = time.perf_counter()
+    results_csv = run_experiment(out, preset=preset, seeds=args.seeds, strategies=args.strategies,
+                                 workers=args.workers, progress=False)
+    wall = time.perf_counter() - started
+    results = load_results(results_csv)
+
+    smallest = min(results.budgets)
+    print(f"preset {preset.name}: pool {preset.pool_size}, test {preset.test_size}, {preset.image_size} px, "
+          f"budgets {list(preset.budgets)}, {preset.seg_steps} steps, {args.seeds} seeds, {args.workers} workers")
+    print(f"\nDice (%) at {smallest} labeled images")
+    print(f"  {'strategy':<26} {'mean':>5} ± {'std':>4}  {'worst':>5} (seed)")
+    for st in budget_stats(results, "dice"):
+        if st.n_labeled == smallest:
+            std = f"{100 * st.std:4.1f}" if math.isfinite(st.std) else " n/a"
+            print(f"  {st.strategy:<26} {_pct(st.mean)} ± {std}  {_pct(st.worst)} ({st.worst_seed})")
+    full = [r.dice for r in results.full_rows]
+    if full:
+        print(f"  {'full supervision':<26} {_pct(sum(full) / len(full))}  ({len(full)} seeds)")
+
+    names = set(results.strategies)
+    for init in ("ssl", "scratch"):
+        for saal in sorted(s for s in names if s.startswith(f"saal-{init}-")):
+            reference = "random" + saal[len("saal"):]
+            if reference not in names:
+                continue
+            print(f"\n{saal} minus {reference}, Dice points (paired by seed)")
+            print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
+            for p in paired_tests(results, reference, "dice"):
+                if p.strategy == saal:
+                    std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
+                    print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
+                          f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
+    print(f"\nend-to-end wall time: {wall:.0f} s ({wall / 60:.1f} min); results in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""Run the experiment matrix: every (cell, seed) once, resumable, in as many processes as you like.
+
+One experiment directory holds everything (see docs/experiments.md for the layout):
+
+1. **Shared stage**, once: the workspace (data, pool/test split), the self-supervised pretraining
+   and the pool features, which every cell reuses. It runs under ``locks/prepare.lock``, so when
+   two processes start together the second waits and then finds the work done.
+2. **Cells**: each (cell, seed) is an active-learning loop (:func:`saal.active.loop.run_simulated`)
+   in ``cells/<cell>/seed<k>/``, claimed through ``locks/<cell>-seed<k>.lock`` so that exactly one
+   process runs it, and marked finished by ``done.json``. A finished cell is never recomputed; an
+   interrupted one resumes from the rounds its loop folder already holds.
+3. **Collection and report**: ``results.csv`` from every finished cell, then ``summary.md``,
+   ``learning_curves.png`` and ``report.html`` (:mod:`saal.experiments.report`).
+
+Processes share nothing but the directory: launch the same command on several machines over a
+shared filesystem, or use ``workers`` for local processes. Each process claims free cells until none
+is left, then waits for cells other processes still hold, so every process ends with the complete
+table. Worker processes run one torch thread each: the tensors of a small U-Net do not spread over
+threads, so two single-threaded cells use two cores better than one two-threaded cell.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..config import Preset, get_preset
+from ..data.dataset import LesionData
+from ..errors import SaalError
+from ..io import append_jsonl
+from .collect import collect_results, read_done, task_dir, write_done
+from .locks import LOCKS_DIR, FileLock, LockOwner, current_owner, locked
+from .matrix import FULL_CELL, Cell, build_matrix, resolve_seeds
+
+if TYPE_CHECKING:
+    from ..active.loop import LoopConfig
+
+PREPARE_LOCK = "prepare.lock"
+RUNS_LOG = "runs.jsonl"  # in each cell folder: one line per process start / finish, for the record
+_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One cell at one seed."""
+
+    cell: Cell
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell.name} seed {self.seed}"
+
+    def directory(self, out_dir: Path) -> Path:
+        return task_dir(out_dir, self.cell, self.seed)
+
+    def lock_path(self, out_dir: Path) -> Path:
+        return out_dir / LOCKS_DIR / f"{self.cell.name}-seed{self.seed}.lock"
+
+
+def plan_tasks(cells: Sequence[Cell], seeds: Sequence[int]) -> list[Task]:
+    """Seed-major order, the full-supervision reference after each seed's cells.
+
+    Seed-major means a partial run already holds complete comparisons (every strategy at seed 0)
+    rather than many seeds of the first strategies only.
+    """
+    return [Task(cell, seed) for seed in seeds for cell in (*cells, FULL_CELL)]
+
+
+@dataclass
+class Shared:
+    """What every cell reuses: the data split, the SSL weights and the pool features."""
+
+    out_dir: Path
+    preset: Preset
+    pool: LesionData
+    test: LesionData
+    features: np.ndarray
+    ssl_state: Mapping[str, Any]
+
+
+def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None, preset: Preset | str | None = None,
+            progress: bool = True, **data_options: Any) -> Shared:
+    """Open the workspace, pretrain and extract features if not done yet (under the prepare lock)."""
+    from ..io import load_state
+    from ..workspace import open_workspace, pool_features, ssl_weights
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SaalError(f"--out {out_dir}: exists and is not a directory")
+
+    def waiting(owner: LockOwner) -> None:
+        if progress:
+            _say(f"waiting for {owner.describe()} to finish the shared stage (pretraining, features)")
+
+    with locked(out_dir / LOCKS_DIR / PREPARE_LOCK, on_wait=waiting):
+        ws = open_workspace(out_dir, data=data, preset=preset, progress=progress, **data_options)
+        if ws.test is None:
+            raise SaalError(f"{ws.source}: the data has no masks; an experiment simulates the annotator with the "
+                            "ground truth and scores a labeled test set (use 'saal query' for unlabeled data)")
+        if ws.preset.budgets[-1] > len(ws.pool):
+            raise SaalError(f"the largest budget {ws.preset.budgets[-1]} of the {ws.preset.name} preset exceeds the "
+                            f"pool of {len(ws.pool)} images; use a larger dataset or a preset with smaller budgets")
+        weights = ssl_weights(ws, progress=progress)
+        features = pool_features(ws, weights, progress=progress)
+    return Shared(out_dir, ws.preset, ws.pool, ws.test, features, load_state(weights))
+
+
+def loop_config(task: Task, shared: Shared) -> "LoopConfig":
+    """The active-learning loop settings of one task (the full reference labels the whole pool at once)."""
+    from ..active.loop import LoopConfig
+    from ..segmentation import SegConfig
+
+    preset = shared.preset
+    common = dict(seg=SegConfig.from_preset(preset), n_clusters=preset.n_clusters, seed=task.seed, init=task.cell.init)
+    if task.cell.is_full:
+        return LoopConfig(budgets=(len(shared.pool),), cold_start="random", query="random", **common)
+    return LoopConfig(budgets=preset.budgets, cold_start=task.cell.cold_start, query=task.cell.query, **common)
+
+
+def is_done(task: Task, shared: Shared) -> bool:
+    """Whether ``task`` finished; a finished cell made with other settings is an error, not a silent mix."""
+    finished = read_done(task.directory(shared.out_dir))
+    if finished is None:
+        return False
+    wanted = loop_config(task, shared).to_dict()
+    if finished.config != wanted:
+        diff = sorted(k for k in set(wanted) | set(finished.config) if wanted.get(k) != finished.config.get(k))
+        raise SaalError(f"{task.directory(shared.out_dir)} was run with other settings ({', '.join(diff)}); "
+                        "use a new --out directory to change them")
+    return True
+
+
+def run_task(task: Task, shared: Shared, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) one cell's loop and mark it finished; the caller holds its lock."""
+    from ..active.loop import run_simulated
+
+    directory = task.directory(shared.out_dir)
+    config = loop_config(task, shared)
+    me = current_owner()
+    started = time.time()
+    append_jsonl(directory / RUNS_LOG, [{"event": "start", "pid": me.pid, "host": me.host, "time": started}])
+    records = run_simulated(directory, shared.pool, shared.test, config=config, features=shared.features,
+                            ssl_state=shared.ssl_state if task.cell.init == "ssl" else None, progress=progress)
+    write_done(directory, task.cell, task.seed, config.to_dict(), records)
+    append_jsonl(directory / RUNS_LOG, [{"event": "done", "pid": me.pid, "host": me.host, "time": time.time(),
+                                         "seconds": round(time.time() - started, 2)}])
+    return records
+
+
+def claim_loop(tasks: Sequence[Task], shared: Shared, *, wait: bool, progress: bool = True,
+               on_done: Callable[[Task, list[dict[str, Any]]], None] | None = None) -> None:
+    """Run every unfinished task this process can claim; with ``wait``, also wait for the others' tasks.
+
+    A task held by another live process is skipped; when ``wait`` is set, this process then sleeps
+    until that task is finished, or runs it itself when its holder died (stale lock).
+    """
+    told: set[Task] = set()
+    while True:
+        pending = [t for t in tasks if not is_done(t, shared)]
+        if not pending:
+            return
+        ran = False
+        for task in pending:
+            lock = FileLock(task.lock_path(shared.out_dir))
+            if not lock.acquire():
+                continue
+            try:
+                if is_done(task, shared):  # finished between the check and the claim
+                    continue
+                records = run_task(task, shared, progress=progress)
+                ran = True
+                if on_done is not None:
+                    on_done(task, records)
+            finally:
+                lock.release()
+        if not wait:
+            if not ran:
+                return
+            continue
+        if not ran:
+            for task in pending:
+                holder = FileLock(task.lock_path(shared.out_dir)).holder()
+                if progress and task not in told and holder is not None:
+                    _say(f"waiting for {task.label}, held by {holder.describe()}")
+                    told.add(task)
+            time.sleep(_POLL_S)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a spawned worker needs to open the same experiment (picklable)."""
+
+    out_dir: str
+    data: str | None
+    preset: Preset
+    tasks: tuple[Task, ...]
+    data_options: dict = field(default_factory=dict)
+
+
+def _worker(spec: WorkerSpec) -> None:
+    """Entry point of a worker process: one torch thread, no progress bars, claim until nothing is free."""
+    import torch
+
+    torch.set_num_threads(1)
+    shared = prepare(spec.out_dir, data=spec.data, preset=spec.preset, progress=False, **spec.data_options)
+    claim_loop(spec.tasks, shared, wait=False, progress=False)
+
+
+def _run_workers(n: int, spec: WorkerSpec, tasks: Sequence[Task], shared: Shared, progress: bool) -> None:
+    """Run ``n`` spawned worker processes to completion, showing finished cells as they come."""
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_worker, args=(spec,), name=f"saal-worker-{i}") for i in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        with _cells_bar(progress, len(tasks)) as update:
+            while any(p.is_alive() for p in procs):
+                update(sum(read_done(t.directory(shared.out_dir)) is not None for t in tasks))
+                time.sleep(1.0)
+            update(sum(read_done(t.directory(shared.out_dir)) is not None for t in tasks))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():  # interrupted: its lock goes stale and is taken over by the next run
+                p.terminate()
+                p.join()
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed and progress:
+        _say(f"{', '.join(failed)} stopped with an error; running what is left in this process")
+
+
+def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
+                   preset: Preset | str | None = None, seeds: int | Iterable[int] | None = None,
+                   strategies: str | Iterable[str] | None = None, inits: str | Iterable[str] | None = None,
+                   queries: str | Iterable[str] | None = None, workers: int = 1, report: bool = True,
+                   progress: bool = True, **data_options: Any) -> Path:
+    """Run the matrix in ``out_dir`` and write ``results.csv`` (returned), the summary and the report.
+
+    ``data``: a dataset folder (None: the embedded synthetic set). ``preset``: a name or a
+    :class:`~saal.config.Preset` (None: ``demo`` for a new directory, the recorded one otherwise).
+    ``seeds``: a count or a list (None: the preset's). ``strategies`` / ``inits`` / ``queries``:
+    the matrix, see :func:`~saal.experiments.matrix.build_matrix`. ``workers`` > 1 runs that many
+    local worker processes. ``report=False`` stops after ``results.csv`` (no summary, figures or
+    HTML). ``data_options`` go to :func:`saal.workspace.open_workspace` (``split_mode``, ``skip_bad``).
+    """
+    if int(workers) < 1:
+        raise SaalError(f"--workers: need at least 1, got {workers}")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    # Check the options before the shared stage, which may pretrain for a long time.
+    guess = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
+    build_matrix(guess, strategies=strategies, inits=inits, queries=queries)
+    resolve_seeds(seeds, guess)
+    shared = prepare(out_dir, data=data, preset=preset, progress=progress, **data_options)
+    cells = build_matrix(shared.preset, strategies=strategies, inits=inits, queries=queries)
+    tasks = plan_tasks(cells, resolve_seeds(seeds, shared.preset))
+    pending = [t for t in tasks if not is_done(t, shared)]
+    if progress:
+        _say(f"{len(tasks) - len(pending)} of {len(tasks)} cells already finished in {out_dir}")
+    if pending and workers > 1:
+        spec = WorkerSpec(str(out_dir), None if data is None else str(data), shared.preset, tuple(pending),
+                          dict(data_options))
+        _run_workers(min(int(workers), len(pending)), spec, pending, shared, progress)
+
+    def finished(task: Task, records: list[dict[str, Any]]) -> None:
+        if progress:
+            last = records[-1]
+            dice = f", Dice {100 * last['dice']:.1f}" if last.get("dice") is not None else ""
+            _say(f"finished {task.label} ({last['n_labeled']} labels{dice})")
+
+    claim_loop(tasks, shared, wait=True, progress=progress, on_done=finished)
+    results, rows = collect_results(out_dir, [t.cell for t in tasks])
+    if report:
+        from .report import write_experiment_report
+
+        write_experiment_report(out_dir, shared, progress=progress)
+    if progress:
+        _say(f"{len(rows)} result rows in {results} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def _say(line: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(line, highlight=False)
+
+
+@contextmanager
+def _cells_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar of finished cells (nothing when disabled); yields ``update(done)``."""
+    if not enabled:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("cells", total=total)
+        yield lambda done: bar.update(task, completed=done)
