@@ -5,8 +5,8 @@ then every cold start x initialisation x seed as a simulated active-learning loo
 supervision), and prints the label-efficiency figures:
 
 * per strategy, the Dice at the smallest budget: mean ± std over seeds and the worst seed;
-* the SAAL-minus-random gap per budget (SSL and scratch initialisation, each against random with
-  the same initialisation): mean ± std of the per-seed differences, wins, paired Wilcoxon and t-test
+* each cold start's gap to random per budget (against random with the same initialisation and
+  query; the SAAL-minus-random gap among them): mean ± std of the per-seed differences, wins, paired Wilcoxon and t-test
   p-values;
 * the end-to-end wall time (an existing ``--out`` resumes: finished cells are not rerun, so use a
   new folder to time a full run).
@@ -14,6 +14,8 @@ supervision), and prints the label-efficiency figures:
     python benchmarks/bench_experiment.py                            # demo, 3 seeds, 2 workers
     python benchmarks/bench_experiment.py --seeds 5 --out runs/bench-exp5
     python benchmarks/bench_experiment.py --seeds 1 --steps 5 --ssl-epochs 1 --pool 40   # a quick check
+    python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --strategies random,saal,typiclust
+                                                                # the cold start alone, over 10 seeds
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the preset's segmentation steps (quick checks)")
     ap.add_argument("--ssl-epochs", type=int, default=None, help="override the preset's pretraining epochs")
     ap.add_argument("--pool", type=int, default=None, help="override the preset's pool size")
+    ap.add_argument("--inits", default=None, help="initialisations, comma-separated (default: ssl,scratch)")
+    ap.add_argument("--budgets", default=None,
+                    help="override the budgets, comma-separated; one budget = the cold start alone, no AL rounds")
     args = ap.parse_args()
 
     from saal.config import get_preset
@@ -49,13 +54,14 @@ def main() -> None:
     from saal.experiments.summary import budget_stats, load_results, paired_tests
 
     preset = get_preset("demo")
-    overrides = dict(seg_steps=args.steps, ssl_epochs=args.ssl_epochs, pool_size=args.pool)
+    budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
+    overrides = dict(seg_steps=args.steps, ssl_epochs=args.ssl_epochs, pool_size=args.pool, budgets=budgets)
     if any(v is not None for v in overrides.values()):
         preset = preset.with_overrides(name="demo-reduced", **overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="saal-bench-exp-")) / "run"
     started = time.perf_counter()
     results_csv = run_experiment(out, preset=preset, seeds=args.seeds, strategies=args.strategies,
-                                 workers=args.workers, progress=False)
+                                 inits=args.inits, workers=args.workers, progress=False)
     wall = time.perf_counter() - started
     results = load_results(results_csv)
 
@@ -73,18 +79,18 @@ def main() -> None:
         print(f"  {'full supervision':<26} {_pct(sum(full) / len(full))}  ({len(full)} seeds)")
 
     names = set(results.strategies)
-    for init in ("ssl", "scratch"):
-        for saal in sorted(s for s in names if s.startswith(f"saal-{init}-")):
-            reference = "random" + saal[len("saal"):]
-            if reference not in names:
-                continue
-            print(f"\n{saal} minus {reference}, Dice points (paired by seed)")
-            print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
-            for p in paired_tests(results, reference, "dice"):
-                if p.strategy == saal:
-                    std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
-                    print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
-                          f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
+    for name in results.strategies:  # every cold start against random with the same init and query
+        cold, _, rest = name.partition("-")
+        reference = f"random-{rest}"
+        if cold == "random" or reference not in names:
+            continue
+        print(f"\n{name} minus {reference}, Dice points (paired by seed)")
+        print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
+        for p in paired_tests(results, reference, "dice"):
+            if p.strategy == name:
+                std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
+                print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
+                      f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
     print(f"\nend-to-end wall time: {wall:.0f} s ({wall / 60:.1f} min); results in {out}")
 
 

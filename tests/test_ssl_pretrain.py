@@ -19,14 +19,6 @@ S = 32
 pretrain_mod = importlib.import_module("saal.ssl.pretrain")  # the module; saal.ssl.pretrain is the function
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits make them 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def structured_pool(n: int = 24, channels: int = 1, seed: int = 0) -> LesionData:
     """Smooth textured backgrounds with a bright disc: structure worth restoring."""

@@ -106,19 +106,25 @@ def check_budget(budget: Any, n: int) -> int:
     return budget
 
 
-def check_prior(already_selected: Sequence[int] | np.ndarray, n: int, budget: int) -> np.ndarray:
-    prior = np.asarray(already_selected if already_selected is not None else [])
-    if prior.size == 0:
+def check_indices(indices: Sequence[int] | np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """``indices`` as int64, each a distinct row of a pool of ``n`` (one-line SelectionError otherwise)."""
+    idx = np.asarray(indices if indices is not None else [])
+    if idx.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if prior.ndim != 1 or not np.issubdtype(prior.dtype, np.integer):
-        raise SelectionError("already_selected must be a flat list of integer pool indices")
-    prior = prior.astype(np.int64)
-    out = (prior < 0) | (prior >= n)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise SelectionError(f"{what} must be a flat list of integer pool indices")
+    idx = idx.astype(np.int64)
+    out = (idx < 0) | (idx >= n)
     if out.any():
-        raise SelectionError(f"already_selected index {prior[out][0]} is outside the pool (0..{n - 1})")
-    uniq, counts = np.unique(prior, return_counts=True)
+        raise SelectionError(f"{what} index {idx[out][0]} is outside the pool (0..{n - 1})")
+    uniq, counts = np.unique(idx, return_counts=True)
     if (counts > 1).any():
-        raise SelectionError(f"already_selected lists index {uniq[counts > 1][0]} more than once")
+        raise SelectionError(f"{what} lists index {uniq[counts > 1][0]} more than once")
+    return idx
+
+
+def check_prior(already_selected: Sequence[int] | np.ndarray, n: int, budget: int) -> np.ndarray:
+    prior = check_indices(already_selected, n, "already_selected")
     if prior.size > budget:
         raise SelectionError(
             f"budget {budget} is smaller than the {prior.size} already-selected items (budget is the total wanted)"

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from saal.errors import SelectionError
+from saal.selection.base import check_indices
 
 EXPECTED_UNIFORM = "uniform expectation"
 
@@ -38,22 +39,6 @@ def _encode_groups(groups: Sequence[str]) -> tuple[list[str], np.ndarray, np.nda
     return [str(n) for n in names[order]], rank[inverse], counts[order]
 
 
-def _check_selected(selected: Sequence[int] | np.ndarray, n: int, what: str = "selected") -> np.ndarray:
-    idx = np.asarray(selected)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise SelectionError(f"{what} must be a flat list of integer pool indices")
-    idx = idx.astype(np.int64)
-    out = (idx < 0) | (idx >= n)
-    if out.any():
-        raise SelectionError(f"{what} index {idx[out][0]} is outside the pool (0..{n - 1})")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if (counts > 1).any():
-        raise SelectionError(f"{what} lists index {uniq[counts > 1][0]} more than once")
-    return idx
-
-
 def group_coverage(groups: Sequence[str], selected: Sequence[int] | np.ndarray) -> dict[str, dict]:
     """Per group: what the pool holds and what ``selected`` (pool row indices) took from it.
 
@@ -63,7 +48,7 @@ def group_coverage(groups: Sequence[str], selected: Sequence[int] | np.ndarray) 
     Indices out of range or listed twice are a :class:`SelectionError`.
     """
     names, codes, pool_counts = _encode_groups(groups)
-    idx = _check_selected(selected, codes.size)
+    idx = check_indices(selected, codes.size, "selected")
     picked = np.bincount(codes[idx], minlength=len(names))
     n_sel = max(idx.size, 1)
     return {
@@ -165,7 +150,7 @@ def coverage_table(groups: Sequence[str], selections: Mapping[str, Mapping[int, 
                 raise SelectionError(f"{strategy}: no selection given for budget {budget}")
             picked = np.empty((len(seed_lists), n_groups), dtype=np.int64)
             for s, sel in enumerate(seed_lists):
-                idx = _check_selected(sel, n, f"{strategy} budget {budget} seed #{s}")
+                idx = check_indices(sel, n, f"{strategy} budget {budget} seed #{s}")
                 if idx.size != budget:
                     raise SelectionError(
                         f"{strategy}: selection #{s} for budget {budget} holds {idx.size} items, not {budget}"
