@@ -24,7 +24,12 @@ compare a few ``--ssl-seed`` values (each in its own ``--out``) before
 concluding.
 
     python benchmarks/bench_coverage.py --preset demo --seeds 10
-    python benchmarks/bench_coverage.py --preset demo --out runs/cov --features ssl ssl-l2 ssl-pool2 pixels
+    python benchmarks/bench_coverage.py --preset demo --out runs/cov --features ssl ssl-l2 ssl-std ssl-white pixels
+
+Feature sets are a base (ssl, ssl-pool2, pixels) with an optional suffix: -l2
+(unit rows), -std (z-scored columns), -white (PCA-whitened). Each set also gets a
+leave-one-out 5-NN accuracy of the group label: how well the features separate
+the sub-populations at all.
 """
 
 from __future__ import annotations
@@ -53,18 +58,33 @@ from saal.selection import (
     extract_features,
     get_strategy,
     l2_normalize,
+    standardize,
+    whiten,
 )
 from saal.ssl import load_pretrained, pretrain
 
 THUMB = 16
-FEATURE_SETS = {
+BASES = {
     "ssl": "SSL bottleneck, feature pool 1 (the preset's)",
-    "ssl-l2": "SSL bottleneck, pool 1, L2-normalised rows",
     "ssl-pool2": "SSL bottleneck, 2x2 average pool",
-    "ssl-pool2-l2": "SSL bottleneck, 2x2 pool, L2-normalised rows",
     "pixels": f"raw pixels, {THUMB}x{THUMB} thumbnails (no SSL)",
-    "pixels-l2": f"raw pixels, {THUMB}x{THUMB}, L2-normalised rows",
 }
+POSTS = {
+    "": ("", lambda x: x),
+    "-l2": ("L2-normalised rows", l2_normalize),
+    "-std": ("standardised columns", standardize),
+    "-white": ("PCA-whitened, 95% variance", whiten),
+}
+FEATURE_SETS = {b + p: ", ".join(filter(None, [bd, pd])) for b, bd in BASES.items() for p, (pd, _) in POSTS.items()}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``ssl-pool2-std`` -> (``ssl-pool2``, ``-std``)."""
+    for post in sorted(POSTS, key=len, reverse=True):
+        if post and name.endswith(post):
+            return name[: -len(post)], post
+    return name, ""
+
 
 TIMES: dict[str, float] = {}
 
@@ -84,26 +104,44 @@ def thumbnails(data: LesionData, size: int = THUMB) -> np.ndarray:
 
 def build_features(names: list[str], pool: LesionData, run_dir: Path, preset, device: str,
                    ssl_seed: int) -> dict[str, np.ndarray]:
-    feats: dict[str, np.ndarray] = {}
-    if any(n.startswith("ssl") for n in names):
+    bases: dict[str, np.ndarray] = {}
+    needed = {split_name(n)[0] for n in names}
+    if needed & {"ssl", "ssl-pool2"}:
         with timed("SSL pretraining (or reuse)"):
             result = pretrain(pool, run_dir, preset=preset, seed=ssl_seed, device=device, progress=False)
         state = "reused from " + str(run_dir) if result.reused else f"trained, {result.epochs_run} epochs"
         print(f"SSL: {state}; best val loss {result.best_val_loss:.5f} at epoch {result.best_epoch}")
         model = load_pretrained(run_dir, device=device)
-        for p in sorted({2 if "pool2" in n else preset.feature_pool for n in names if n.startswith("ssl")}):
-            with timed(f"feature extraction (pool {p})"):
-                base = extract_features(model, pool, pool=p, device=device, progress=False)
-            for n in names:
-                if n.startswith("ssl") and (("pool2" in n) == (p == 2)):
-                    feats[n] = l2_normalize(base) if n.endswith("-l2") else base
-    if any(n.startswith("pixels") for n in names):
+        for base, p in (("ssl", preset.feature_pool), ("ssl-pool2", 2)):
+            if base in needed:
+                with timed(f"feature extraction (pool {p})"):
+                    bases[base] = extract_features(model, pool, pool=p, device=device, progress=False)
+    if "pixels" in needed:
         with timed("pixel thumbnails"):
-            base = thumbnails(pool)
-        for n in names:
-            if n.startswith("pixels"):
-                feats[n] = l2_normalize(base) if n.endswith("-l2") else base
-    return {n: feats[n] for n in names}
+            bases["pixels"] = thumbnails(pool)
+    feats = {}
+    for n in names:
+        base, post = split_name(n)
+        feats[n] = POSTS[post][1](bases[base])
+    return feats
+
+
+def knn_group_accuracy(x: np.ndarray, groups: list[str], k: int = 5) -> tuple[float, float]:
+    """Leave-one-out k-NN accuracy of the sub-population label, overall and averaged over groups.
+
+    A diagnostic of the *features*, not of a strategy: a selection can only
+    spread over the sub-populations if images of one group lie nearer to each
+    other than to the rest. The group-averaged (balanced) figure weighs the rare
+    groups as much as the common one; chance is 1/6.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    names, codes = np.unique(np.asarray(groups), return_inverse=True)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
+    votes = codes[idx[:, 1:]]
+    pred = np.array([np.bincount(v, minlength=names.size).argmax() for v in votes])
+    hit = pred == codes
+    return float(hit.mean()), float(np.mean([hit[codes == g].mean() for g in range(names.size)]))
 
 
 def short_names(groups: list[str]) -> dict[str, str]:
@@ -152,7 +190,7 @@ def json_row(row) -> dict:
 
 
 def run(args, out: Path) -> None:
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset).with_overrides(ssl_epochs=args.ssl_epochs)
     budgets = [int(b) for b in (args.budgets or preset.budgets)]
     print(f"preset {preset.name}: {preset.synth_n} embedded images at {preset.image_size} px "
           f"({'grayscale' if preset.grayscale else 'RGB'}), pool {preset.pool_size}, test {preset.test_size}; "
@@ -165,6 +203,7 @@ def run(args, out: Path) -> None:
     feats = build_features(args.features, pool, out, preset, args.device, args.ssl_seed)
 
     tables: dict[str, CoverageTable] = {}
+    separability: dict[str, tuple[float, float]] = {}
     for fname, x in feats.items():
         selections: dict[str, dict[int, list[np.ndarray]]] = {}
         for name in args.strategies:
@@ -173,7 +212,10 @@ def run(args, out: Path) -> None:
                 selections[name] = {b: [strategy.select(x, b, seed=s).indices for s in range(args.seeds)]
                                     for b in budgets}
         tables[fname] = coverage_table(pool.groups, selections)
-        print(f"\n== features: {fname} -- {FEATURE_SETS[fname]}, {x.shape[1]}-d; pool {len(pool)} images ==")
+        acc, balanced = knn_group_accuracy(x, pool.groups)
+        separability[fname] = (acc, balanced)
+        print(f"\n== features: {fname} -- {FEATURE_SETS[fname]}, {x.shape[1]}-d; pool {len(pool)} images; "
+              f"5-NN group accuracy {acc:.2f} (balanced {balanced:.2f}) ==")
         print_table(tables[fname], budgets, args.strategies)
     print_summary(tables, budgets, args.strategies)
 
@@ -184,6 +226,7 @@ def run(args, out: Path) -> None:
         write_json(out / "coverage.json", {
             "preset": preset.name, "seeds": args.seeds, "ssl_seed": args.ssl_seed, "budgets": budgets,
             "threads": args.threads, "seconds": TIMES,
+            "knn_group_accuracy": {f: {"accuracy": a, "balanced": b} for f, (a, b) in separability.items()},
             "tables": {f: {"groups": t.groups, "pool_count": t.pool_count, "rare": t.rare,
                            "rows": [json_row(r) for r in t.rows]} for f, t in tables.items()},
         })
@@ -196,6 +239,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="selection seeds per strategy and budget")
     ap.add_argument("--ssl-seed", type=int, default=0, help="seed of the one SSL pretraining run")
     ap.add_argument("--budgets", type=int, nargs="+", help="default: the preset's")
+    ap.add_argument("--ssl-epochs", type=int, help="override the preset's pretraining epochs (early stopping still applies)")
     ap.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     ap.add_argument("--features", nargs="+", choices=list(FEATURE_SETS), default=["ssl", "pixels"])
     ap.add_argument("--out", type=Path, help="run directory (the SSL model is reused from it); default: a temp dir")

@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--ssl-epochs", type=int, default=None, help="override the preset's pretraining epochs")
     ap.add_argument("--pool", type=int, default=None, help="override the preset's pool size")
     ap.add_argument("--inits", default=None, help="initialisations, comma-separated (default: ssl,scratch)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="a dataset folder with masks (default: the embedded synthetic set)")
     ap.add_argument("--budgets", default=None,
                     help="override the budgets, comma-separated; one budget = the cold start alone, no AL rounds")
     args = ap.parse_args()
@@ -60,7 +62,7 @@ def main() -> None:
         preset = preset.with_overrides(name="demo-reduced", **overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="saal-bench-exp-")) / "run"
     started = time.perf_counter()
-    results_csv = run_experiment(out, preset=preset, seeds=args.seeds, strategies=args.strategies,
+    results_csv = run_experiment(out, data=args.data, preset=preset, seeds=args.seeds, strategies=args.strategies,
                                  inits=args.inits, workers=args.workers, progress=False)
     wall = time.perf_counter() - started
     results = load_results(results_csv)
@@ -85,6 +87,19 @@ def main() -> None:
         if cold == "random" or reference not in names:
             continue
         print(f"\n{name} minus {reference}, Dice points (paired by seed)")
+        print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
+        for p in paired_tests(results, reference, "dice"):
+            if p.strategy == name:
+                std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
+                print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
+                      f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
+    for name in results.strategies:  # every SSL-initialised cell against the same cell from scratch
+        cold, _, rest = name.partition("-")
+        init, _, query = rest.partition("-")
+        reference = "-".join(filter(None, [cold, "scratch", query]))
+        if init != "ssl" or reference not in names:
+            continue
+        print(f"\n{name} minus {reference} (SSL initialisation against random), Dice points (paired by seed)")
         print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
         for p in paired_tests(results, reference, "dice"):
             if p.strategy == name:

@@ -17,6 +17,8 @@ from saal.selection import (
     model_fingerprint,
     pca_reduce,
     save_features,
+    standardize,
+    whiten,
 )
 
 
@@ -86,6 +88,26 @@ def test_l2_and_pca():
     np.testing.assert_array_equal(p, pca_reduce(x, 3, seed=0))
     with pytest.raises(SelectionError, match="PCA dims must be between 1 and 6"):
         pca_reduce(x, 7)
+
+
+def test_standardize_and_whiten():
+    rng = np.random.default_rng(0)
+    # one dominant direction (x1000) and a constant column: the setting these transforms are for
+    x = rng.normal(size=(200, 5)) * np.array([1000.0, 1.0, 2.0, 0.5, 0.0]) + 7.0
+    z = standardize(x)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :4].std(axis=0), 1.0, rtol=1e-4)
+    assert (z[:, 4] == 0).all()  # constant column: zero, not NaN
+    w = whiten(x, variance=1.0)
+    assert w.shape == (200, 4) and w.dtype == np.float32  # the constant direction is dropped
+    np.testing.assert_allclose(np.cov(w, rowvar=False), np.eye(4), atol=1e-3)
+    assert whiten(x, variance=0.9).shape[1] == 1  # the x1000 direction alone explains > 90 %
+    np.testing.assert_array_equal(whiten(x, 0.9, seed=3), whiten(x, 0.9, seed=3))
+    with pytest.raises(SelectionError, match="variance must be in"):
+        whiten(x, variance=0.0)
+    with pytest.raises(SelectionError, match="at least 2"):
+        whiten(x[:1])
 
 
 def test_fingerprint_tracks_weights(model):

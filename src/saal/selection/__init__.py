@@ -26,6 +26,8 @@ from saal.selection.features import (
     model_fingerprint,
     pca_reduce,
     save_features,
+    standardize,
+    whiten,
 )
 from saal.selection.kcenter import KCenterStrategy
 from saal.selection.kmeans import Clustering, fit_kmeans
@@ -39,7 +41,7 @@ __all__ = [
     "ColdStartStrategy", "Extension", "Selection", "STRATEGIES", "get_strategy",
     "SaalStrategy", "RandomStrategy", "KCenterStrategy", "TypiclustStrategy", "ProbCoverStrategy",
     "Clustering", "fit_kmeans", "allocate",
-    "extract_features", "l2_normalize", "pca_reduce", "save_features", "load_features", "model_fingerprint",
+    "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten", "save_features", "load_features", "model_fingerprint",
     "ManifestRow", "read_selection_manifest", "write_selection_manifest",
     "group_coverage", "coverage_table", "hit_probability", "CoverageRow", "CoverageTable", "EXPECTED_UNIFORM",
 ]

@@ -84,6 +84,36 @@ def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (x / np.maximum(norms, eps)).astype(x.dtype, copy=False)
 
 
+def standardize(features: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Every column shifted to mean 0 and scaled to unit variance (constant columns become 0).
+
+    Why: a few high-variance directions (on dermoscopy, overall brightness) can
+    dominate Euclidean distances and so decide the clusters on their own;
+    z-scoring gives every feature channel the same say.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    std = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(std > eps, std, 1.0)).astype(np.float32)
+
+
+def whiten(features: np.ndarray, variance: float = 0.95, seed: int = 0) -> np.ndarray:
+    """PCA whitening: the principal components that explain ``variance`` of the total, each scaled
+    to unit variance. Stronger than :func:`standardize`: correlated channels count once."""
+    from sklearn.decomposition import PCA
+
+    if not 0.0 < float(variance) <= 1.0:
+        raise SelectionError(f"whitening variance must be in (0, 1], got {variance}")
+    x = np.asarray(features, dtype=np.float64)
+    if x.shape[0] < 2:
+        raise SelectionError(f"whitening needs at least 2 feature rows, got {x.shape[0]}")
+    n_components = float(variance) if variance < 1.0 else min(x.shape)
+    pca = PCA(n_components=n_components, whiten=True, svd_solver="full", random_state=seed)
+    out = pca.fit_transform(x)
+    # directions with (numerically) no variance would only blow rounding noise up to unit scale
+    keep = pca.explained_variance_ratio_ > 1e-9
+    return out[:, keep].astype(np.float32)
+
+
 def pca_reduce(features: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:
     """Project onto the top ``dims`` principal components (seeded, float32 out)."""
     from sklearn.decomposition import PCA
