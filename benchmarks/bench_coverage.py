@@ -239,7 +239,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="selection seeds per strategy and budget")
     ap.add_argument("--ssl-seed", type=int, default=0, help="seed of the one SSL pretraining run")
     ap.add_argument("--budgets", type=int, nargs="+", help="default: the preset's")
-    ap.add_argument("--ssl-epochs", type=int, help="override the preset's pretraining epochs (early stopping still applies)")
+    ap.add_argument("--ssl-epochs", type=int,
+                    help="override the preset's pretraining epochs (early stopping still applies)")
     ap.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     ap.add_argument("--features", nargs="+", choices=list(FEATURE_SETS), default=["ssl", "pixels"])
     ap.add_argument("--out", type=Path, help="run directory (the SSL model is reused from it); default: a temp dir")

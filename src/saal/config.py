@@ -68,9 +68,10 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # 60 epochs is a cap: early stopping (patience 5) ends the demo pretraining after ~30-45 epochs. The
-    # earlier 8 epochs left the restoration net under-trained (validation loss 0.028 against 0.020) and its
-    # features clustered on outliers; see docs/selection.md, "Coverage of rare sub-populations".
+    # 60 epochs is a cap: early stopping (patience 5) ends the demo pretraining after ~30-45 epochs.
+    # The earlier 8 epochs left the restoration net under-trained (SSL seed 0: validation loss 0.028
+    # against 0.020) and its features clustered on outliers; see docs/selection.md, "Coverage of rare
+    # sub-populations".
     "demo": Preset(name="demo", ssl_epochs=60),
     "cpu": Preset(
         name="cpu", image_size=128, pool_size=1600, test_size=400, synth_n=2000,

@@ -41,7 +41,8 @@ __all__ = [
     "ColdStartStrategy", "Extension", "Selection", "STRATEGIES", "get_strategy",
     "SaalStrategy", "RandomStrategy", "KCenterStrategy", "TypiclustStrategy", "ProbCoverStrategy",
     "Clustering", "fit_kmeans", "allocate",
-    "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten", "save_features", "load_features", "model_fingerprint",
+    "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten",
+    "save_features", "load_features", "model_fingerprint",
     "ManifestRow", "read_selection_manifest", "write_selection_manifest",
     "group_coverage", "coverage_table", "hit_probability", "CoverageRow", "CoverageTable", "EXPECTED_UNIFORM",
 ]
