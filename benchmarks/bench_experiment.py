@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--inits", default=None, help="initialisations, comma-separated (default: ssl,scratch)")
     ap.add_argument("--data", type=Path, default=None,
                     help="a dataset folder with masks (default: the embedded synthetic set)")
+    ap.add_argument("--ssl-seed", type=int, default=None,
+                    help="seed of the one shared pretraining run (the run directory's seed; default 0): the "
+                         "experiment seeds vary selection and training, not the pretraining")
     ap.add_argument("--budgets", default=None,
                     help="override the budgets, comma-separated; one budget = the cold start alone, no AL rounds")
     args = ap.parse_args()
@@ -63,13 +66,19 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="saal-bench-exp-")) / "run"
     started = time.perf_counter()
     results_csv = run_experiment(out, data=args.data, preset=preset, seeds=args.seeds, strategies=args.strategies,
-                                 inits=args.inits, workers=args.workers, progress=False)
+                                 inits=args.inits, workers=args.workers, progress=False, seed=args.ssl_seed)
     wall = time.perf_counter() - started
     results = load_results(results_csv)
 
     smallest = min(results.budgets)
-    print(f"preset {preset.name}: pool {preset.pool_size}, test {preset.test_size}, {preset.image_size} px, "
-          f"budgets {list(preset.budgets)}, {preset.seg_steps} steps, {args.seeds} seeds, {args.workers} workers")
+    from saal.data import load_split
+    from saal.io import read_json
+
+    split = load_split(out)
+    record = read_json(out / "run.json")
+    print(f"data {record['source']}: pool {len(split.pool)}, test {len(split.test)}; preset {preset.name}: "
+          f"{preset.image_size} px, budgets {list(preset.budgets)}, {preset.seg_steps} steps, SSL seed "
+          f"{record['seed']}, {args.seeds} seeds, {args.workers} workers")
     print(f"\nDice (%) at {smallest} labeled images")
     print(f"  {'strategy':<26} {'mean':>5} ± {'std':>4}  {'worst':>5} (seed)")
     for st in budget_stats(results, "dice"):
