@@ -108,7 +108,8 @@ def main() -> None:
         reference = "-".join(filter(None, [cold, "scratch", query]))
         if init != "ssl" or reference not in names:
             continue
-        print(f"\n{name} minus {reference} (SSL initialisation against random), Dice points (paired by seed)")
+        print(f"\n{name} minus {reference} (SSL initialisation against training from scratch), "
+              "Dice points (paired by seed)")
         print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
         for p in paired_tests(results, reference, "dice"):
             if p.strategy == name:
