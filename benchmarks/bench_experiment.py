@@ -6,8 +6,9 @@ supervision), and prints the label-efficiency figures:
 
 * per strategy, the Dice at the smallest budget: mean ± std over seeds and the worst seed;
 * each cold start's gap to random per budget (against random with the same initialisation and
-  query; the SAAL-minus-random gap among them): mean ± std of the per-seed differences, wins, paired Wilcoxon and t-test
-  p-values;
+  query; the SAAL-minus-random gap among them): mean ± std of the per-seed differences, wins,
+  paired Wilcoxon and t-test p-values;
+* the same for every SSL-initialised cell against the same cell trained from scratch;
 * the end-to-end wall time (an existing ``--out`` resumes: finished cells are not rerun, so use a
   new folder to time a full run).
 
@@ -16,6 +17,10 @@ supervision), and prints the label-efficiency figures:
     python benchmarks/bench_experiment.py --seeds 1 --steps 5 --ssl-epochs 1 --pool 40   # a quick check
     python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --strategies random,saal,typiclust
                                                                 # the cold start alone, over 10 seeds
+    python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --ssl-seed 3 --out runs/exp-s3
+                                                                # ... on another pretraining run
+    python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --data ~/data/ISIC2017 --out runs/exp-isic
+                                                                # ... on a dataset folder
 """
 
 from __future__ import annotations
@@ -33,6 +38,19 @@ def _pct(x: float) -> str:
 
 def _p(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else "n/a"
+
+
+def print_paired(results, name: str, reference: str, what: str) -> None:
+    """Per budget: ``name`` minus ``reference`` in Dice points, paired by seed, with wins and p-values."""
+    from saal.experiments.summary import paired_tests
+
+    print(f"\n{name} minus {reference} ({what}), Dice points (paired by seed)")
+    print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
+    for p in paired_tests(results, reference, "dice"):
+        if p.strategy == name:
+            std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
+            print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
+                  f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
 
 
 def main() -> None:
@@ -56,7 +74,7 @@ def main() -> None:
 
     from saal.config import get_preset
     from saal.experiments.runner import run_experiment
-    from saal.experiments.summary import budget_stats, load_results, paired_tests
+    from saal.experiments.summary import budget_stats, load_results
 
     preset = get_preset("demo")
     budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
@@ -90,32 +108,18 @@ def main() -> None:
         print(f"  {'full supervision':<26} {_pct(sum(full) / len(full))}  ({len(full)} seeds)")
 
     names = set(results.strategies)
-    for name in results.strategies:  # every cold start against random with the same init and query
-        cold, _, rest = name.partition("-")
-        reference = f"random-{rest}"
-        if cold == "random" or reference not in names:
-            continue
-        print(f"\n{name} minus {reference}, Dice points (paired by seed)")
-        print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
-        for p in paired_tests(results, reference, "dice"):
-            if p.strategy == name:
-                std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
-                print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
-                      f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
-    for name in results.strategies:  # every SSL-initialised cell against the same cell from scratch
+    pairs = []  # (cell, reference, what the difference measures)
+    for name in results.strategies:
         cold, _, rest = name.partition("-")
         init, _, query = rest.partition("-")
-        reference = "-".join(filter(None, [cold, "scratch", query]))
-        if init != "ssl" or reference not in names:
-            continue
-        print(f"\n{name} minus {reference} (SSL initialisation against training from scratch), "
-              "Dice points (paired by seed)")
-        print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
-        for p in paired_tests(results, reference, "dice"):
-            if p.strategy == name:
-                std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
-                print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
-                      f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
+        if cold != "random":  # every cold start against random with the same init and query
+            pairs.append((name, f"random-{rest}", "cold start"))
+        if init == "ssl":  # every SSL-initialised cell against the same cell from scratch
+            pairs.append((name, "-".join(filter(None, [cold, "scratch", query])),
+                          "SSL initialisation against training from scratch"))
+    for name, reference, what in pairs:
+        if reference in names:
+            print_paired(results, name, reference, what)
     print(f"\nend-to-end wall time: {wall:.0f} s ({wall / 60:.1f} min); results in {out}")
 
 
