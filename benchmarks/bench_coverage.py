@@ -52,11 +52,11 @@ from saal.data.embedded import load_embedded
 from saal.io import write_json
 from saal.selection import (
     EXPECTED_UNIFORM,
-    STRATEGIES,
+    COLD_STARTS,
     CoverageTable,
     coverage_table,
     extract_features,
-    get_strategy,
+    make_cold_start,
     l2_normalize,
     standardize,
     whiten,
@@ -207,7 +207,7 @@ def run(args, out: Path) -> None:
     for fname, x in feats.items():
         selections: dict[str, dict[int, list[np.ndarray]]] = {}
         for name in args.strategies:
-            strategy = get_strategy(name, n_clusters=preset.n_clusters) if name == "saal" else get_strategy(name)
+            strategy = make_cold_start(name, n_clusters=preset.n_clusters)
             with timed(f"selection: {name} ({fname})"):
                 selections[name] = {b: [strategy.select(x, b, seed=s).indices for s in range(args.seeds)]
                                     for b in budgets}
@@ -241,7 +241,8 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", help="default: the preset's")
     ap.add_argument("--ssl-epochs", type=int,
                     help="override the preset's pretraining epochs (early stopping still applies)")
-    ap.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    ap.add_argument("--cold-starts", dest="strategies", nargs="+", choices=list(COLD_STARTS),
+                    default=list(COLD_STARTS))
     ap.add_argument("--features", nargs="+", choices=list(FEATURE_SETS), default=["ssl", "pixels"])
     ap.add_argument("--out", type=Path, help="run directory (the SSL model is reused from it); default: a temp dir")
     ap.add_argument("--threads", type=int, default=1, help="torch and BLAS/OpenMP threads (default 1: shared machine)")

@@ -4,7 +4,7 @@ Runs ``saal experiment --preset demo`` through the Python API (shared SSL pretra
 then every cold start x initialisation x seed as a simulated active-learning loop, plus full
 supervision), and prints the label-efficiency figures:
 
-* per strategy, the Dice at the smallest budget: mean ± std over seeds and the worst seed;
+* per cell, the Dice at the smallest budget: mean ± std over seeds and the worst seed;
 * each cold start's gap to random per budget (against random with the same initialisation and
   query; the SAAL-minus-random gap among them): mean ± std of the per-seed differences, wins,
   paired Wilcoxon and t-test p-values;
@@ -15,7 +15,7 @@ supervision), and prints the label-efficiency figures:
     python benchmarks/bench_experiment.py                            # demo, 3 seeds, 2 workers
     python benchmarks/bench_experiment.py --seeds 5 --out runs/bench-exp5
     python benchmarks/bench_experiment.py --seeds 1 --steps 5 --ssl-epochs 1 --pool 40   # a quick check
-    python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --strategies random,saal,typiclust
+    python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --cold-starts random,saal,typiclust
                                                                 # the cold start alone, over 10 seeds
     python benchmarks/bench_experiment.py --budgets 10 --seeds 10 --ssl-seed 3 --out runs/exp-s3
                                                                 # ... on another pretraining run
@@ -42,12 +42,12 @@ def _p(x: float) -> str:
 
 def print_paired(results, name: str, reference: str, what: str) -> None:
     """Per budget: ``name`` minus ``reference`` in Dice points, paired by seed, with wins and p-values."""
-    from saal.experiments.summary import paired_tests
+    from saal.experiments import paired_tests
 
     print(f"\n{name} minus {reference} ({what}), Dice points (paired by seed)")
     print(f"  {'labels':>6} {'mean':>6} ± {'std':>4}  wins  Wilcoxon p  t-test p")
     for p in paired_tests(results, reference, "dice"):
-        if p.strategy == name:
+        if p.cell == name:
             std = f"{100 * p.std_diff:4.1f}" if math.isfinite(p.std_diff) else " n/a"
             print(f"  {p.n_labeled:>6} {100 * p.mean_diff:+6.1f} ± {std}  {p.wins:>2}/{p.n_pairs:<2} "
                   f"{_p(p.p_wilcoxon):>10}  {_p(p.p_ttest):>8}")
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="experiment folder (default: a new temporary one)")
-    ap.add_argument("--strategies", default=None, help="cold starts, comma-separated (default: the demo matrix)")
+    ap.add_argument("--cold-starts", default=None, help="cold starts, comma-separated (default: the demo matrix)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's segmentation steps (quick checks)")
     ap.add_argument("--ssl-epochs", type=int, default=None, help="override the preset's pretraining epochs")
     ap.add_argument("--pool", type=int, default=None, help="override the preset's pool size")
@@ -74,7 +74,7 @@ def main() -> None:
 
     from saal.config import get_preset
     from saal.experiments.runner import run_experiment
-    from saal.experiments.summary import budget_stats, load_results
+    from saal.experiments import budget_stats, load_results
 
     preset = get_preset("demo")
     budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
@@ -83,7 +83,7 @@ def main() -> None:
         preset = preset.with_overrides(name="demo-reduced", **overrides)
     out = args.out or Path(tempfile.mkdtemp(prefix="saal-bench-exp-")) / "run"
     started = time.perf_counter()
-    results_csv = run_experiment(out, data=args.data, preset=preset, seeds=args.seeds, strategies=args.strategies,
+    results_csv = run_experiment(out, data=args.data, preset=preset, seeds=args.seeds, cold_starts=args.cold_starts,
                                  inits=args.inits, workers=args.workers, progress=False, seed=args.ssl_seed)
     wall = time.perf_counter() - started
     results = load_results(results_csv)
@@ -98,18 +98,18 @@ def main() -> None:
           f"{preset.image_size} px, budgets {list(preset.budgets)}, {preset.seg_steps} steps, SSL seed "
           f"{record['seed']}, {args.seeds} seeds, {args.workers} workers")
     print(f"\nDice (%) at {smallest} labeled images")
-    print(f"  {'strategy':<26} {'mean':>5} ± {'std':>4}  {'worst':>5} (seed)")
+    print(f"  {'cell':<26} {'mean':>5} ± {'std':>4}  {'worst':>5} (seed)")
     for st in budget_stats(results, "dice"):
         if st.n_labeled == smallest:
             std = f"{100 * st.std:4.1f}" if math.isfinite(st.std) else " n/a"
-            print(f"  {st.strategy:<26} {_pct(st.mean)} ± {std}  {_pct(st.worst)} ({st.worst_seed})")
+            print(f"  {st.cell:<26} {_pct(st.mean)} ± {std}  {_pct(st.worst)} ({st.worst_seed})")
     full = [r.dice for r in results.full_rows]
     if full:
         print(f"  {'full supervision':<26} {_pct(sum(full) / len(full))}  ({len(full)} seeds)")
 
-    names = set(results.strategies)
+    names = set(results.cells)
     pairs = []  # (cell, reference, what the difference measures)
-    for name in results.strategies:
+    for name in results.cells:
         cold, _, rest = name.partition("-")
         init, _, query = rest.partition("-")
         if cold != "random":  # every cold start against random with the same init and query

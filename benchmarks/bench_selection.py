@@ -8,7 +8,7 @@ its own. The goal: each run under 60 s on 2 cores and under 4 GB, i.e. no
 N x N matrix anywhere.
 
     python benchmarks/bench_selection.py                       # the full grid
-    python benchmarks/bench_selection.py --n 20000 --strategies saal kcenter --budgets 100
+    python benchmarks/bench_selection.py --n 20000 --cold-starts saal kcenter --budgets 100
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ def vm_hwm_mb() -> float:
 
 
 def worker(features: str, name: str, budget: int, seed: int) -> None:
-    from saal.selection import get_strategy
+    from saal.selection import get_cold_start
 
     x = np.load(features)
     base = vm_hwm_mb()
     t0 = time.perf_counter()
-    sel = get_strategy(name).select(x, budget, seed=seed)
+    sel = get_cold_start(name).select(x, budget, seed=seed)
     seconds = time.perf_counter() - t0
     info = {k: v for k, v in sel.info.items() if isinstance(v, (int, float, str)) or v is None}
     print(json.dumps({"strategy": name, "budget": budget, "seconds": seconds, "base_mb": base,
@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--centers", type=int, default=20)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--strategies", nargs="+", default=["random", "saal", "kcenter", "typiclust", "probcover"])
+    ap.add_argument("--cold-starts", dest="strategies", nargs="+",
+                    default=["random", "saal", "kcenter", "typiclust", "probcover"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", nargs=3, metavar=("FEATURES", "STRATEGY", "BUDGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()

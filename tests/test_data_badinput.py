@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
-from test_data_builders import (isic_id, make_isic2017, snapshot, write_image, write_mask, write_pairs,
+from data_builders import (isic_id, make_isic2017, snapshot, write_image, write_mask, write_pairs,
                                 write_png_header)
 
 from saal.data import load_dataset

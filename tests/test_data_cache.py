@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_data_builders import isic_id, make_isic2017, snapshot, write_mask, write_pairs
+from data_builders import isic_id, make_isic2017, snapshot, write_mask, write_pairs
 
 from saal.data import load_dataset
 from saal.data.cache import default_cache_dir

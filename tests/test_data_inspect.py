@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_data_builders import make_isic2017, snapshot, write_image
+from data_builders import make_isic2017, snapshot, write_image
 
 from saal.cli.main import main
 from saal.data import contact_sheet, inspect_dataset

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_data_builders import snapshot
+from data_builders import snapshot
 
 from saal.data import inspect_dataset, load_dataset
 

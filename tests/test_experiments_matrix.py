@@ -24,7 +24,7 @@ from saal.experiments.collect import DONE_FILE, read_done
 from saal.experiments.locks import FileLock, LockOwner, current_owner, is_stale, locked, read_owner
 from saal.experiments.matrix import FULL_CELL, build_matrix, resolve_seeds
 from saal.experiments.runner import RUNS_LOG, run_experiment
-from saal.experiments.summary import load_results
+from saal.experiments.results import load_results
 from saal.io import read_csv, read_jsonl
 
 TINY = get_preset("demo").with_overrides(
@@ -64,17 +64,17 @@ def test_default_matrix_is_the_papers_comparison_plus_peers():
 
 
 def test_matrix_options_choose_cold_starts_inits_and_queries():
-    cells = build_matrix(TINY, strategies="saal,kcenter", inits=["scratch"], queries="random,bald")
+    cells = build_matrix(TINY, cold_starts="saal,kcenter", inits=["scratch"], queries="random,bald")
     assert [c.name for c in cells] == ["saal-scratch-random", "saal-scratch-bald", "kcenter-scratch-random",
                                        "kcenter-scratch-bald"]
-    assert [c.name for c in build_matrix(TINY, strategies="typiclust,random")] == [
+    assert [c.name for c in build_matrix(TINY, cold_starts="typiclust,random")] == [
         "typiclust-ssl-entropy", "random-ssl-entropy", "random-scratch-entropy"]
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"strategies": "saal,nope"}, "--strategies: unknown cold-start strategy 'nope'"),
-    ({"strategies": "full"}, "'full' is not a cold start"),
-    ({"strategies": "saal,,random"}, "--strategies: expected a comma-separated list"),
+    ({"cold_starts": "saal,nope"}, "--cold-starts: unknown cold start 'nope'"),
+    ({"cold_starts": "full"}, "'full' is not a cold start"),
+    ({"cold_starts": "saal,,random"}, "--cold-starts: expected a comma-separated list"),
     ({"inits": "ssl,imagenet"}, "--inits: unknown initialisation 'imagenet'"),
     ({"queries": "entropy,entropy"}, "--queries: 'entropy' is listed twice"),
 ])
@@ -217,15 +217,16 @@ def experiment(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_run_writes_one_row_per_strategy_seed_and_round_plus_full(experiment):
+def test_run_writes_one_row_per_cell_seed_and_round_plus_full(experiment):
     results = load_results(experiment / "results.csv")
-    assert results.strategies == DEFAULT_NAMES
-    keys = sorted((r.strategy, r.seed, r.round, r.n_labeled) for r in results.rows if r.strategy != "full")
+    assert results.cells == DEFAULT_NAMES
+    keys = sorted((r.cell, r.seed, r.round, r.n_labeled) for r in results.rows if r.cell != "full")
     assert keys == sorted((s, seed, rnd, b) for s in DEFAULT_NAMES for seed in (0, 1) for rnd, b in enumerate((2, 4)))
     full = results.full_rows
-    assert [(r.seed, r.n_labeled, r.cold_start, r.init) for r in full] == [(0, 24, "full", "ssl"), (1, 24, "full", "ssl")]
+    assert [(r.seed, r.n_labeled, r.cold_start, r.init) for r in full] == [(0, 24, "full", "ssl"),
+                                                                             (1, 24, "full", "ssl")]
     assert all(0.0 <= r.dice <= 1.0 for r in results.rows)
-    # Strategies that share a cold start and seed label the same images in round 0.
+    # Cells that share a cold start and seed label the same images in round 0.
     for seed in (0, 1):
         ids = [[r["image_id"] for r in read_csv(experiment / "cells" / name / f"seed{seed}" / "labeled_round_0.csv")]
                for name in ("saal-ssl-entropy", "saal-scratch-entropy")]
@@ -248,7 +249,7 @@ def test_run_writes_summary_curves_and_a_self_contained_report(experiment):
 
 @pytest.mark.slow
 def test_overlay_model_reproduces_the_cells_round_zero(experiment):
-    """The report retrains the best strategy's round 0; it must be the model the cell evaluated."""
+    """The report retrains the best cell's round 0; it must be the model the cell evaluated."""
     (model_dir,) = (experiment / "report" / "models").iterdir()
     name = model_dir.name.rsplit("-seed", 1)[0]
     cell_eval = read_csv(experiment / "cells" / name / "seed0" / "eval" / "round_0.csv")
@@ -262,7 +263,8 @@ def _snapshot(root: Path) -> dict[str, int]:
 @pytest.mark.slow
 def test_second_run_recomputes_nothing(experiment, one_thread):
     before = _snapshot(experiment / "cells")
-    shared_before = _snapshot(experiment / "ssl") | _snapshot(experiment / "features") | _snapshot(experiment / "report")
+    shared_before = (_snapshot(experiment / "ssl") | _snapshot(experiment / "features")
+                     | _snapshot(experiment / "report"))
     rows = _rows(experiment / "results.csv")
     run_experiment(experiment, preset=TINY, progress=False)
     assert _snapshot(experiment / "cells") == before
@@ -310,13 +312,13 @@ def test_cli_prints_the_smallest_budget_and_output_paths(experiment, one_thread)
     assert "Dice at 2 labeled images" in result.output
     assert all(name in result.output for name in DEFAULT_NAMES)
     assert str(experiment / "report.html") in result.output
-    bad = CliRunner().invoke(app, ["experiment", "--out", str(experiment), "--strategies", "nope"])
-    assert isinstance(bad.exception, SaalError) and "--strategies" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["experiment", "--out", str(experiment), "--cold-starts", "nope"])
+    assert isinstance(bad.exception, SaalError) and "--cold-starts" in str(bad.exception)
 
 
 def _child_run(out: str, workers: int) -> None:
     torch.set_num_threads(THREADS)
-    run_experiment(out, preset=TINY, strategies="random,saal", inits="ssl", workers=workers, report=False,
+    run_experiment(out, preset=TINY, cold_starts="random,saal", inits="ssl", workers=workers, report=False,
                    progress=False)
 
 
@@ -333,7 +335,7 @@ def test_parallel_processes_share_the_work_and_match_one_process(experiment, tmp
     assert [p.exitcode for p in procs] == [0, 0]
 
     names = {"random-ssl-entropy", "saal-ssl-entropy", "full"}
-    expected = [r for r in _rows(experiment / "results.csv") if r["strategy"] in names]
+    expected = [r for r in _rows(experiment / "results.csv") if r["cell"] in names]
     assert _rows(out / "results.csv") == expected
     runs = [read_jsonl(out / "cells" / name / f"seed{seed}" / RUNS_LOG) for name in names for seed in (0, 1)]
     assert all([e["event"] for e in log] == ["start", "done"] for log in runs)  # each cell ran exactly once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html as std_html
 import importlib.util
 import math
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.integrate import trapezoid
 from scipy.stats import ttest_rel, wilcoxon
 
 from saal.errors import SaalError
@@ -25,9 +27,11 @@ from saal.experiments import (
     summarize,
     write_summary_md,
 )
-from saal.experiments.plots import plot_learning_curves, plot_single_run_curve, strategy_colors
-from saal.experiments.report_html import markdown_to_html, write_html_report
+from saal.experiments.plots import cell_colors, plot_learning_curves
+from saal.experiments.report import summary_sections
 from saal.io import write_csv
+from saal.render import html
+from saal.render.figures import plot_round_curve, score_ylim
 
 BUDGETS = np.array([10, 20, 40, 80])
 BASE = np.array([0.60, 0.70, 0.76, 0.80])  # the reference's mean curve
@@ -42,15 +46,15 @@ NOISY_OFFSET = np.array([0.01, -0.01, 0.005, -0.005, 0.002])
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_report_render.py"
 
 
-def _row(strategy: str, seed: int, rnd: int, n: int, dice: float) -> dict:
-    cold_start, init, query = strategy.split("/") if strategy != "full" else ("full", "ssl", "none")
-    return dict(cold_start=cold_start, init=init, query=query, strategy=strategy, seed=seed, round=rnd,
+def _row(cell: str, seed: int, rnd: int, n: int, dice: float) -> dict:
+    cold_start, init, query = cell.split("/") if cell != "full" else ("full", "ssl", "none")
+    return dict(cold_start=cold_start, init=init, query=query, cell=cell, seed=seed, round=rnd,
                 n_labeled=n, dice=dice, iou=dice - 0.1, hd95=20.0 * (1 - dice), assd=5.0 * (1 - dice),
                 train_seconds=1.5)
 
 
 def synthetic_rows(n_seeds: int = 5) -> tuple[list[dict], np.ndarray]:
-    """Five strategies x seeds x budgets 10/20/40/80 + full supervision, with known effects.
+    """Five cells x seeds x budgets 10/20/40/80 + full supervision, with known effects.
 
     Seed noise is centred per budget so that means over seeds are exactly BASE (+ offsets).
     Returns the rows and the reference's per-seed curves.
@@ -80,9 +84,16 @@ def test_load_results_round_trips_a_csv(tmp_path, table):
     path = write_csv(tmp_path / "results.csv", rows)
     loaded = load_results(path)
     assert loaded.rows == results.rows
-    assert loaded.strategies == [REF, SAAL, ORACLE, SCRATCH, NOISY]
+    assert loaded.cells == [REF, SAAL, ORACLE, SCRATCH, NOISY]
     assert loaded.budgets == [10, 20, 40, 80]
     assert len(loaded.full_rows) == 3
+
+
+def test_results_written_before_the_cell_column_are_read(tmp_path):
+    rows, _ = synthetic_rows()
+    legacy = [{("strategy" if k == "cell" else k): v for k, v in r.items()} for r in rows]
+    assert load_results(write_csv(tmp_path / "old.csv", legacy)).rows == load_results(
+        write_csv(tmp_path / "new.csv", rows)).rows
 
 
 def test_empty_optional_metrics_read_as_nan(tmp_path):
@@ -118,8 +129,8 @@ def test_missing_column_is_named(tmp_path):
 def test_duplicates_and_ambiguous_labels_are_refused(tmp_path):
     with pytest.raises(SaalError, match="already on line 1"):
         results_from_rows([_row(REF, 0, 0, 10, 0.5), _row(REF, 0, 1, 10, 0.6)])
-    other = _row(SAAL, 0, 1, 20, 0.5) | {"strategy": REF}
-    with pytest.raises(SaalError, match="labels must be unique"):
+    other = _row(SAAL, 0, 1, 20, 0.5) | {"cell": REF}
+    with pytest.raises(SaalError, match="names must be unique"):
         results_from_rows([_row(REF, 0, 0, 10, 0.5), other])
     with pytest.raises(SaalError, match="not found"):
         load_results(tmp_path / "nope.csv")
@@ -128,7 +139,7 @@ def test_duplicates_and_ambiguous_labels_are_refused(tmp_path):
 # ----------------------------------------------------------------------------------------- statistics
 def test_budget_stats_match_numpy(table):
     results, ref = table
-    stats = {(s.strategy, s.n_labeled): s for s in budget_stats(results)}
+    stats = {(s.cell, s.n_labeled): s for s in budget_stats(results)}
     assert len(stats) == 5 * 4
     for j, b in enumerate(BUDGETS):
         s = stats[(REF, int(b))]
@@ -137,45 +148,45 @@ def test_budget_stats_match_numpy(table):
         assert s.std == pytest.approx(ref[:, j].std(ddof=1))
         assert (s.min, s.max) == (pytest.approx(ref[:, j].min()), pytest.approx(ref[:, j].max()))
         assert s.worst == s.min and s.worst_seed == int(np.argmin(ref[:, j]))
-    hd = {(s.strategy, s.n_labeled): s for s in budget_stats(results, "hd95")}
+    hd = {(s.cell, s.n_labeled): s for s in budget_stats(results, "hd95")}
     assert hd[(REF, 10)].worst == hd[(REF, 10)].max  # lower is better for distances
 
 
 def test_normalised_alc_is_0_for_the_reference_1_for_full_and_exact_in_between(table):
     results, ref = table
-    alc = {a.strategy: a for a in normalised_alc(results, REF)}
+    alc = {a.cell: a for a in normalised_alc(results, REF)}
     assert all(v == 0.0 for v in alc[REF].per_seed.values())
     assert alc[ORACLE].mean == pytest.approx(1.0)
     assert alc[ORACLE].std == pytest.approx(0.0, abs=1e-12)
     x = np.log2(BUDGETS)
     span = x[-1] - x[0]
-    expected = [0.05 * span / (FULL * span - np.trapezoid(ref[s], x)) for s in range(5)]
+    expected = [0.05 * span / (FULL * span - trapezoid(ref[s], x)) for s in range(5)]
     assert [alc[SAAL].per_seed[s] for s in range(5)] == pytest.approx(expected)
     assert 0.0 < alc[SAAL].mean < 1.0
     assert alc[SCRATCH].mean < 0.0
     assert alc[SAAL].n_paired == 5 and alc[SAAL].n == 5
-    assert alc[REF].mean_score == pytest.approx(np.mean([np.trapezoid(ref[s], x) / span for s in range(5)]))
+    assert alc[REF].mean_score == pytest.approx(np.mean([trapezoid(ref[s], x) / span for s in range(5)]))
 
 
 def test_normalised_alc_uses_the_reference_mean_curve_for_an_unpaired_seed():
     rows, ref = synthetic_rows()
     rows += [_row(SAAL, 9, r, int(b), float(BASE[r] + 0.05)) for r, b in enumerate(BUDGETS)]
-    alc = {a.strategy: a for a in normalised_alc(results_from_rows(rows), REF)}
+    alc = {a.cell: a for a in normalised_alc(results_from_rows(rows), REF)}
     x = np.log2(BUDGETS)
     span = x[-1] - x[0]
-    assert alc[SAAL].per_seed[9] == pytest.approx(0.05 * span / (FULL * span - np.trapezoid(BASE, x)))
+    assert alc[SAAL].per_seed[9] == pytest.approx(0.05 * span / (FULL * span - trapezoid(BASE, x)))
     assert alc[SAAL].n == 6 and alc[SAAL].n_paired == 5
 
 
 def test_budget_to_95_percent_of_full(table):
     results, _ = table
-    plain = {t.strategy: t for t in budget_to_fraction_of_full(results)}
+    plain = {t.cell: t for t in budget_to_fraction_of_full(results)}
     assert plain[SAAL].target == pytest.approx(0.95 * FULL)
     assert plain[SAAL].budget == 40  # mean curve 0.65, 0.75, 0.81, 0.85 against 0.8075
     assert plain[ORACLE].budget == 10
     assert plain[REF].budget is None  # 0.80 at best
     assert plain[REF].best_mean == pytest.approx(0.80) and plain[REF].best_budget == 80
-    interp = {t.strategy: t for t in budget_to_fraction_of_full(results, interpolate=True)}
+    interp = {t.cell: t for t in budget_to_fraction_of_full(results, interpolate=True)}
     assert interp[SAAL].budget == pytest.approx(20 * 2 ** ((0.8075 - 0.75) / (0.81 - 0.75)))
     assert interp[ORACLE].budget == 10
 
@@ -188,7 +199,7 @@ def test_paired_differences_and_win_counts():
     (test,) = paired_tests(results_from_rows(rows), REF)
     ours = np.array(ref) + np.array(diff)
     actual = ours - np.array(ref)
-    assert (test.strategy, test.reference, test.n_labeled, test.n_pairs, test.wins) == (SAAL, REF, 10, 5, 3)
+    assert (test.cell, test.reference, test.n_labeled, test.n_pairs, test.wins) == (SAAL, REF, 10, 5, 3)
     assert test.mean_diff == pytest.approx(actual.mean())
     assert test.std_diff == pytest.approx(actual.std(ddof=1))
     assert test.p_ttest == pytest.approx(ttest_rel(ours, ref).pvalue)
@@ -226,23 +237,23 @@ def test_small_or_degenerate_samples_are_handled():
 def test_default_reference_prefers_random_ssl(table):
     results, _ = table
     assert default_reference(results) == REF
-    rows = [r for r in synthetic_rows()[0] if r["strategy"] != REF]
+    rows = [r for r in synthetic_rows()[0] if r["cell"] != REF]
     assert default_reference(results_from_rows(rows)) == SCRATCH
-    rows = [r for r in rows if r["strategy"] != SCRATCH]
+    rows = [r for r in rows if r["cell"] != SCRATCH]
     assert default_reference(results_from_rows(rows)) is None
 
 
 # ------------------------------------------------------------------------------------------ summary.md
-def test_summary_md_has_all_tables_and_strategies(tmp_path, table):
+def test_summary_md_has_all_tables_and_cells(tmp_path, table):
     results, _ = table
     summary = write_summary_md(tmp_path / "summary.md", results)
     md = (tmp_path / "summary.md").read_text()
-    for header in ["## Findings", "## Dice (%) per strategy and budget", "## Normalised area under the learning curve",
+    for header in ["## Findings", "## Dice (%) per cell and budget", "## Normalised area under the learning curve",
                    "## Labeled images needed to reach 95% of full supervision",
-                   f"## Paired differences vs {REF}", "| strategy | seeds | 10 | 20 | 40 | 80 |"]:
+                   f"## Paired differences vs {REF}", "| cell | seeds | 10 | 20 | 40 | 80 |"]:
         assert header in md
-    for strategy in results.strategies:
-        assert f"| {strategy}" in md
+    for cell in results.cells:
+        assert f"| {cell}" in md
     assert f"| {REF} (ref) |" in md
     assert "60.0 ±" in md  # the reference's Dice at 10 labels, as a percentage with one decimal
     assert "| oracle/ssl/none | 10 |" in md  # reaches 95% of full at the first budget
@@ -257,10 +268,10 @@ def test_statements_do_not_overclaim(table):
     assert f"{NOISY} is within noise of {REF} at 10 labels" in text
     assert "beats" not in text
     assert "with fewer than 6 paired seeds the Wilcoxon test cannot reach p < 0.05" in text
-    rows = [r for r in synthetic_rows(8)[0] if r["strategy"] in (REF, SAAL, "full")]
+    rows = [r for r in synthetic_rows(8)[0] if r["cell"] in (REF, SAAL, "full")]
     rng = np.random.default_rng(2)
     for r in rows:  # per-seed jitter so that the 8 differences are not all equal
-        if r["strategy"] == SAAL:
+        if r["cell"] == SAAL:
             r["dice"] += float(rng.uniform(0, 0.01))
     eight = "\n".join(summarize(results_from_rows(rows)).statements)
     assert f"{SAAL} beats {REF} at 10 labels by +5." in eight and "8/8 seeds better" in eight
@@ -268,7 +279,7 @@ def test_statements_do_not_overclaim(table):
 
 def test_unknown_reference_is_a_user_error(table):
     results, _ = table
-    with pytest.raises(SaalError, match="reference strategy 'nope'"):
+    with pytest.raises(SaalError, match="reference cell 'nope'"):
         summarize(results, reference="nope")
 
 
@@ -284,23 +295,33 @@ def test_learning_curves_png(tmp_path, table):
     assert png.stat().st_size > 10_000
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 500 and im.height > 400
-    assert _coloured_fraction(png) > 0.001  # the strategy curves are drawn in colour
-    with pytest.raises(SaalError, match="unknown strategy 'nope'"):
-        plot_learning_curves(tmp_path / "x.png", results, strategies=["nope"])
+    assert _coloured_fraction(png) > 0.001  # the curves are drawn in colour
+    with pytest.raises(SaalError, match="unknown cell 'nope'"):
+        plot_learning_curves(tmp_path / "x.png", results, cells=["nope"])
 
 
-def test_strategy_colours_do_not_depend_on_table_order():
-    assert strategy_colors(["b", "a", "c"]) == strategy_colors(["c", "b", "a"])
-    assert len(set(strategy_colors([f"s{i}" for i in range(12)]).values())) == 12
+def test_cell_colours_do_not_depend_on_table_order():
+    assert cell_colors(["b", "a", "c"]) == cell_colors(["c", "b", "a"])
+    assert len(set(cell_colors([f"s{i}" for i in range(12)]).values())) == 12
 
 
-def test_single_run_curve(tmp_path):
-    png = plot_single_run_curve(tmp_path / "run.png", [{"n_labeled": 20, "dice": 0.7}, {"n_labeled": 10, "dice": 0.6}],
-                                full_dice=0.85)
-    assert png.stat().st_size > 5_000
-    assert plot_single_run_curve(tmp_path / "one.png", [{"n_labeled": 10, "dice": 0.6}]).is_file()
-    with pytest.raises(SaalError, match="'dice'"):
-        plot_single_run_curve(tmp_path / "bad.png", [{"n_labeled": 10}])
+def test_score_axis_does_not_magnify_noise():
+    assert score_ylim([88.0, 96.0]) == (50.0, 100.0)  # not 88-96: a 2-point wobble stays small
+    assert score_ylim([35.5, 90.0]) == (30.0, 100.0)
+    assert score_ylim([float("nan")]) == (50.0, 100.0)
+
+
+def test_round_curve_draws_dice_and_hd95_panels(tmp_path):
+    rounds = [{"n_labeled": 20, "dice": 0.7, "hd95": 9.0}, {"n_labeled": 10, "dice": 0.6, "hd95": 12.0}]
+    both = plot_round_curve(tmp_path / "run.png", rounds, title="t")
+    dice_only = plot_round_curve(tmp_path / "dice.png", [{"n_labeled": 10, "dice": 0.6}], title="t")
+    with Image.open(both) as a, Image.open(dice_only) as b:
+        assert a.width > 1.4 * b.width and a.height == b.height  # a second panel for HD95
+    assert _coloured_fraction(both) > 0.001  # the curve itself, in colour
+    with pytest.raises(SaalError, match="'n_labeled' and 'dice'"):
+        plot_round_curve(tmp_path / "bad.png", [{"n_labeled": "ten", "dice": 0.5}], title="t")
+    with pytest.raises(SaalError, match="no round with a test Dice"):
+        plot_round_curve(tmp_path / "bad.png", [{"n_labeled": 10}], title="t")
 
 
 # ------------------------------------------------------------------------------------------- HTML report
@@ -310,10 +331,13 @@ def report(tmp_path_factory, table):
     folder = tmp_path_factory.mktemp("report")
     summary = write_summary_md(folder / "summary.md", results)
     curves = plot_learning_curves(folder / "curves.png", results)
-    sheet = plot_single_run_curve(folder / "sheet.png", [{"n_labeled": 10, "dice": 0.6}])
-    html_path = write_html_report(folder / "report.html", summary=summary, learning_curves_png=curves,
-                                  selection_sheets=[("cluster 0-9", sheet)],
-                                  overlays=[("best: img_1 (Dice 91.0)", sheet), ("worst: img_2 (Dice 40.0)", sheet)])
+    sheet = plot_round_curve(folder / "sheet.png", [{"n_labeled": 10, "dice": 0.6}], title="t")
+    findings, tables = summary_sections(summary)
+    sections = [findings, html.figure("learning curves", curves), tables,
+                html.gallery("Images selected for annotation", [("cluster 0-9", sheet)]),
+                html.gallery("Prediction overlays", [("best: img_1 (Dice 91.0)", sheet),
+                                                     ("worst: img_2 (Dice 40.0)", sheet)])]
+    html_path = html.write_page(folder / "report.html", "saal experiment report", sections)
     return html_path, curves, sheet, folder
 
 
@@ -327,30 +351,27 @@ def test_html_report_is_self_contained(report):
     assert base64.b64decode(uris[0]) == curves.read_bytes()  # the learning curves, first figure
     assert text.count("<table>") == 6  # Dice, IoU, HD95, ALC, budget-to-95%, paired
     assert "Prediction overlays" in text and "worst: img_2 (Dice 40.0)" in text
-
-
-def test_html_report_from_markdown_matches_the_summary_tables(report, tmp_path):
-    html_path, curves, _, folder = report
-    md = (folder / "summary.md").read_text()
-    out = write_html_report(tmp_path / "r.html", summary_md=md, learning_curves_png=curves)
-    text = out.read_text()
-    assert text.count("<table>") == 6
     assert f"<td>{REF} (ref)</td>" in text
     assert text.index("Findings") < text.index("<img") < text.index("<table>")  # findings above the figure
 
 
-def test_markdown_converter_escapes_and_handles_pipes():
-    html = markdown_to_html("## T\n\n| a | b |\n| --- | --- |\n| x \\| y | <script> |\n\n- item `c`\n")
-    assert "<h2>T</h2>" in html and "<td>x | y</td>" in html and "&lt;script&gt;" in html
-    assert "<li>item <code>c</code></li>" in html
+def test_tables_render_the_same_cells_in_markdown_and_html(table):
+    results, _ = table
+    for t in summarize(results).tables():
+        md_cells = [c.strip().replace("\\|", "|") for line in t.to_markdown().splitlines()[2:]
+                    for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        html_cells = [std_html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", t.to_html())]
+        assert len(md_cells) == len(t.rows) * len(t.header) and md_cells == html_cells
+    escaped = html.Table("T", ["a"], [["<script> | `c`"]]).to_html()
+    assert "&lt;script&gt; | <code>c</code>" in escaped
 
 
 def test_missing_or_bad_image_is_a_user_error(tmp_path):
     with pytest.raises(SaalError, match="cannot read image"):
-        write_html_report(tmp_path / "r.html", learning_curves_png=tmp_path / "none.png")
+        html.figure("x", tmp_path / "none.png")
     (tmp_path / "x.png").write_text("not an image")
     with pytest.raises(SaalError, match="not a PNG or JPEG"):
-        write_html_report(tmp_path / "r.html", overlays=[("x", tmp_path / "x.png")])
+        html.gallery("overlays", [("x", tmp_path / "x.png")])
 
 
 def _render_script():
@@ -360,6 +381,7 @@ def _render_script():
     return module
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     script = _render_script()
     chromium = script.find_chromium()
@@ -379,7 +401,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_summary_without_reference_or_full_supervision(tmp_path):
-    rows = [r for r in synthetic_rows()[0] if r["strategy"] in (SAAL, NOISY)]
+    rows = [r for r in synthetic_rows()[0] if r["cell"] in (SAAL, NOISY)]
     summary = write_summary_md(tmp_path / "summary.md", results_from_rows(rows))
     md = (tmp_path / "summary.md").read_text()
     assert summary.reference is None and summary.full is None and summary.paired == [] and summary.alc == []

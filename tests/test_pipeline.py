@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saal.active import LoopConfig, run_simulated
+from saal.active import run_simulated
 from saal.active import loop as loop_module
 from saal.cli.main import main
 from saal.config import get_preset
 from saal.data.synth import write_isic_layout
 from saal.errors import SaalError
 from saal.io import read_csv
-from saal.pipeline import import_annotations, query_next, run_all, select_images, seg_config, train_model
-from saal.workspace import open_workspace, pool_features
+from saal.pipeline import (import_annotations, pool_features, query_next, run_all, run_loop_config, select_images,
+                           train_model)
+from saal.workspace import open_workspace
+
+pytestmark = pytest.mark.slow  # every test here runs stages end to end
 
 TINY = get_preset("demo").with_overrides(
     name="tiny", image_size=32, synth_n=48, pool_size=36, test_size=12, ssl_epochs=1, seg_steps=3,
@@ -37,7 +40,7 @@ def shared_run(tmp_path_factory) -> Path:
 def test_run_all_writes_every_stage(shared_run):
     run = shared_run
     for rel in ("run.json", "split/pool.csv", "split/test.csv", "ssl/weights.pt", "features/features.npy",
-                "selection.csv", "selection/selected_by_cluster.png", "selection/pool_map.png",
+                "selection.csv", "selection/selected.png", "selection/pool_map.png", "ssl/samples.png",
                 "active/state.json", "active/labeled_round_0.csv", "active/labeled_round_1.csv",
                 "active/eval/round_1.csv", "active/learning_curve.png", "report.html"):
         assert (run / rel).is_file(), rel
@@ -49,7 +52,18 @@ def test_run_all_writes_every_stage(shared_run):
     assert [r["image_id"] for r in read_csv(run / "active/labeled_round_0.csv")] == plan
     labeled = read_csv(run / "active/labeled_round_1.csv")
     assert len({r["image_id"] for r in labeled}) == 8 and set(plan) <= {r["image_id"] for r in labeled}
-    assert "<img" in (run / "report.html").read_text()
+    report = (run / "report.html").read_text()
+    assert report.count('<div class="card">') == 4  # the cold-start images, one card each
+    for image_id in plan:  # each shown in colour and as the model's input, in rank order
+        assert report.count(f'alt="{image_id}"') == 1
+    assert [report.index(f"#{rank} {image_id}") for rank, image_id in enumerate(plan, start=1)] == sorted(
+        report.index(f"#{rank} {image_id}") for rank, image_id in enumerate(plan, start=1))
+    rounds_table = report[report.index("<table>"):report.index("</table>")]
+    assert rounds_table.count("<tr>") == 1 + 2  # header + one row per round
+    for caption in ("Pool map", "Self-supervised warm-up", "Final model (8 labels): best and worst"):
+        assert caption in report
+    caption = report.split("<h2>Learning curve</h2>")[1].split("</figure>")[0]
+    assert "over seeds" not in caption and "full supervision" not in caption  # a single run has neither
 
 
 def test_rerun_recomputes_nothing(shared_run):
@@ -72,8 +86,8 @@ def test_selection_extends_and_never_reorders(tmp_path):
     first = select_images(ws, 5, progress=False)
     more = select_images(ws, 9, progress=False)
     assert more.ids[:5] == first.ids and len(set(more.ids)) == 9 and more.new_ids == more.ids[5:]
-    with pytest.raises(SaalError, match="saal strategy"):
-        select_images(ws, 9, strategy="random", progress=False)
+    with pytest.raises(SaalError, match="saal cold start"):
+        select_images(ws, 9, cold_start="random", progress=False)
     with pytest.raises(SaalError, match="budget"):
         select_images(ws, 37, progress=False)
 
@@ -92,7 +106,7 @@ def _crash_on_round(monkeypatch, crash_round: int):
 def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypatch):
     ws = open_workspace(tmp_path / "run", preset=TINY, progress=False)
     feats = pool_features(ws, progress=False)
-    config = LoopConfig(budgets=(4, 8, 12), seg=seg_config(ws), query="entropy", init="scratch", seed=1)
+    config = run_loop_config(ws, budgets=(4, 8, 12), query="entropy", init="scratch", seed=1)
     args = dict(pool=ws.pool, test=ws.test, config=config, features=feats, ssl_state=None, progress=False)
     straight = run_simulated(tmp_path / "straight", **args)
 
@@ -109,8 +123,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypat
         ids = lambda d: [row["image_id"] for row in read_csv(d / f"labeled_round_{r}.csv")]  # noqa: E731
         assert ids(tmp_path / "straight") == ids(tmp_path / "crashed")
     with pytest.raises(SaalError, match="other settings"):
-        run_simulated(tmp_path / "crashed", **{**args, "config": LoopConfig(budgets=(4, 8, 12), seg=seg_config(ws),
-                                                                            query="random", init="scratch", seed=1)})
+        run_simulated(tmp_path / "crashed", **{**args, "config": run_loop_config(ws, budgets=(4, 8, 12), query="random",
+                                                                                 init="scratch", seed=1)})
 
 
 def _draw_masks(batch: Path, ws, *, size=None, value=255):
@@ -150,7 +164,7 @@ def test_human_in_the_loop_cycle_through_the_cli(tmp_path, capsys):
     assert main(["train", "--run", r, "-q"]) == 0
     out = capsys.readouterr().out
     assert "round 0: trained on 4 labeled images" in out and "Dice" in out
-    assert main(["query", "--run", r, "-q", "--strategy", "entropy"]) == 0
+    assert main(["query", "--run", r, "-q", "--query", "entropy"]) == 0
     second = run / "annotate/round_1"
     ids = [row["image_id"] for row in read_csv(second / "manifest.csv")]
     assert len(ids) == 4 and not set(ids) & {row["image_id"] for row in read_csv(run / "selection.csv")}
@@ -169,9 +183,9 @@ def test_query_needs_a_model_trained_on_the_current_labels(tmp_path):
     select_images(ws, 4, progress=False)
     query_next(ws, oracle=True)
     with pytest.raises(SaalError, match="run 'saal train' first"):
-        query_next(ws, strategy="entropy")
+        query_next(ws, query="entropy")
     train_model(ws, init="scratch", progress=False)
-    nxt = query_next(ws, strategy="bald", k=3, oracle=True)
+    nxt = query_next(ws, query="bald", k=3, oracle=True)
     assert nxt.round == 1 and len(nxt.ids) == 3 and nxt.batch_dir is None
 
 

@@ -50,6 +50,7 @@ def overfit(data):
     return train_segmentation(data, small_config(steps=150, batch_size=6), progress=False)
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_images(data, overfit):
     model, log = overfit
     result = evaluate(model, data, batch_size=4, device="cpu")
@@ -58,6 +59,7 @@ def test_overfits_a_handful_of_images(data, overfit):
     assert not model.training
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(data):
     state = torch.get_rng_state()
     a = params(train_segmentation(data, small_config(augment="full", dropout=0.2), seed=1, progress=False)[0])

@@ -8,7 +8,7 @@ from sklearn.datasets import make_blobs
 
 from saal.errors import SelectionError
 from saal.selection import KCenterStrategy, ProbCoverStrategy, RandomStrategy, TypiclustStrategy
-from saal.selection.typiclust import mean_knn_distance
+from saal.selection.typiclust import typicality
 
 
 def covering_radius(x, chosen):
@@ -68,15 +68,28 @@ def test_typiclust_picks_the_most_typical_member():
     sel = TypiclustStrategy(n_init=2).select(x, 4, seed=0)
     for i in sel.indices:
         members = np.flatnonzero(truth == truth[i])
-        knn = mean_knn_distance(x[members], 20)
-        assert i == members[int(np.argmin(knn))]
+        assert i == members[int(np.argmax(typicality(x[members], 20)))]
 
 
-def test_mean_knn_distance_is_exact():
+def test_typicality_is_the_authors_formula():
     x = np.random.default_rng(0).normal(size=(30, 4))
     d = np.linalg.norm(x[:, None] - x[None], axis=2)
-    ref = np.sort(d, axis=1)[:, 1:6].mean(axis=1)
-    np.testing.assert_allclose(mean_knn_distance(x, 5), ref, rtol=1e-6)
+    ref = 1.0 / (np.sort(d, axis=1)[:, 1:6].mean(axis=1) + 1e-5)
+    np.testing.assert_allclose(typicality(x, 5), ref, rtol=1e-6)
+    # k = min(k_neighbors, n // 2): 8 rows measure density among their 4 nearest
+    ref8 = 1.0 / (np.sort(d[:8, :8], axis=1)[:, 1:5].mean(axis=1) + 1e-5)
+    np.testing.assert_allclose(typicality(x[:8], 20), ref8, rtol=1e-6)
+    assert typicality(x[:1], 20).tolist() == [0.0]
+
+
+def test_typiclust_second_visit_takes_the_most_typical_remaining_member():
+    x, truth = separated((40, 30))
+    sel = TypiclustStrategy(n_init=2).select(x, 4, seed=0)  # 4 clusters over 2 blobs: sizes decide
+    for rank, i in enumerate(sel.indices):
+        same = np.flatnonzero(sel.cluster[:rank] == sel.cluster[rank])
+        members = np.flatnonzero(sel.pool_clusters == sel.cluster[rank])
+        free = np.setdiff1d(members, sel.indices[same])
+        assert i == free[int(np.argmax(typicality(x[free], 20)))]
 
 
 def test_typiclust_skips_covered_clusters():
@@ -89,7 +102,7 @@ def test_typiclust_skips_covered_clusters():
 def test_typiclust_skips_tiny_clusters_while_larger_ones_remain():
     x, truth = separated((40, 30, 20, 3))
     sel = TypiclustStrategy(n_init=2).select(x, 4, seed=0)
-    assert 3 not in truth[sel.indices].tolist()  # the 3-point cluster is below min_cluster_size=5
+    assert 3 not in truth[sel.indices].tolist()  # the 3-point cluster is below min_cluster_size=6
     assert sorted(truth[sel.indices].tolist()) == [0, 0, 1, 2]  # the largest cluster gets the spare pick
 
 

@@ -12,7 +12,7 @@ from saal.errors import SaalError
 from saal.selection import (
     EXPECTED_UNIFORM,
     coverage_table,
-    get_strategy,
+    get_cold_start,
     group_coverage,
     hit_probability,
 )
@@ -100,7 +100,7 @@ def test_coverage_table_uniform_expectation_rows():
 def test_random_strategy_converges_to_the_uniform_expectation():
     groups = ["common"] * 80 + ["rare"] * 5 + ["mid"] * 15
     feats = np.zeros((100, 2), dtype=np.float32)
-    sels = {"random": {10: [get_strategy("random").select(feats, 10, seed=s).indices for s in range(400)]}}
+    sels = {"random": {10: [get_cold_start("random").select(feats, 10, seed=s).indices for s in range(400)]}}
     table = coverage_table(groups, sels)
     got, exp = table.row("random", 10), table.row(EXPECTED_UNIFORM, 10)
     assert got.hit_rate["rare"] == pytest.approx(exp.hit_rate["rare"], abs=0.07)

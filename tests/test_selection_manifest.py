@@ -16,7 +16,7 @@ from saal.selection import (
     read_selection_manifest,
     write_selection_manifest,
 )
-from saal.selection.figures import contact_sheet_by_cluster, pool_map
+from saal.selection.figures import pool_map, selection_sheet
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +74,26 @@ def _png_size(path):
         return im.size
 
 
-def test_contact_sheet_has_one_row_per_cluster(tmp_path, pool):
+def test_selection_sheet_is_a_grid_in_rank_order(tmp_path, pool):
     feats, images, ids, _ = pool
     sel = SaalStrategy(n_clusters=2, n_init=2).select(feats, 8, seed=0)
-    w2, h2 = _png_size(contact_sheet_by_cluster(tmp_path / "two.png", images, sel, ids, per_row=5))
-    sel3 = SaalStrategy(n_clusters=3, n_init=2).select(feats, 8, seed=0)
-    w3, h3 = _png_size(contact_sheet_by_cluster(tmp_path / "three.png", images, sel3, ids, per_row=5))
-    assert h3 > h2  # one more cluster, one more row
+    w8, h8 = _png_size(selection_sheet(tmp_path / "eight.png", images[sel.indices], sel, ids, columns=4))
+    sel12 = SaalStrategy(n_clusters=2, n_init=2).select(feats, 12, seed=0)
+    w12, h12 = _png_size(selection_sheet(tmp_path / "twelve.png", images[sel12.indices], sel12, ids, columns=4))
+    assert w12 == w8 and h12 > h8  # 4 columns each: 2 rows, then 3 rows
+    _, h_wide = _png_size(selection_sheet(tmp_path / "wide.png", images[sel12.indices], sel12, ids, columns=12))
+    assert h_wide < h12  # a wider grid is flatter, not a tall strip
 
 
-def test_contact_sheet_without_clusters_and_rgb(tmp_path, pool):
+def test_selection_sheet_without_clusters_rgb_and_errors(tmp_path, pool):
     feats, images, ids, _ = pool
     rgb = np.repeat(images, 3, axis=3)
     sel = KCenterStrategy().select(feats, 12, seed=0)
-    _png_size(contact_sheet_by_cluster(tmp_path / "k.png", rgb, sel, ids, per_row=5))
+    _png_size(selection_sheet(tmp_path / "k.png", rgb[sel.indices], sel, ids))
     with pytest.raises(SelectionError, match="nothing selected"):
-        contact_sheet_by_cluster(tmp_path / "e.png", images, RandomStrategy().select(feats, 0), ids)
+        selection_sheet(tmp_path / "e.png", images[:0], RandomStrategy().select(feats, 0), ids)
+    with pytest.raises(SelectionError, match="one .* image per selected item"):
+        selection_sheet(tmp_path / "n.png", images[:3], sel, ids)
 
 
 def test_pool_map(tmp_path, pool):

@@ -7,9 +7,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from saal.errors import SelectionError
-from saal.selection import STRATEGIES, ColdStartStrategy, Selection, get_strategy
+from saal.selection import COLD_STARTS, ColdStartStrategy, Selection, get_cold_start, make_cold_start
 
-NAMES = sorted(STRATEGIES)
+NAMES = sorted(COLD_STARTS)
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,29 @@ def feats() -> np.ndarray:
 def strategy(name: str) -> ColdStartStrategy:
     # n_init=2 keeps the k-means strategies fast; the contract does not depend on it
     params = {"saal": {"n_init": 2}, "typiclust": {"n_init": 2}, "probcover": {"n_init": 2}}.get(name, {})
-    return get_strategy(name, **params)
+    return get_cold_start(name, **params)
 
 
 def test_registry_lists_every_strategy():
-    assert set(STRATEGIES) == {"saal", "random", "kcenter", "typiclust", "probcover"}
+    assert set(COLD_STARTS) == {"saal", "random", "kcenter", "typiclust", "probcover"}
     for name in NAMES:
-        assert get_strategy(name).name == name
+        assert get_cold_start(name).name == name
 
 
 def test_unknown_strategy_or_option_is_a_one_line_error():
-    with pytest.raises(SelectionError, match="unknown selection strategy 'nope'"):
-        get_strategy("nope")
+    with pytest.raises(SelectionError, match="unknown cold start 'nope'"):
+        get_cold_start("nope")
     with pytest.raises(SelectionError, match="has no option 'k'"):
-        get_strategy("saal", k=3)
+        get_cold_start("saal", k=3)
+
+
+def test_run_settings_go_to_the_strategies_that_take_them():
+    assert make_cold_start("saal", n_clusters=4).n_clusters == 4
+    assert make_cold_start("saal").n_clusters == 10
+    for name in ("random", "kcenter", "typiclust", "probcover"):  # no n_clusters option: the setting is not theirs
+        assert type(make_cold_start(name, n_clusters=4)) is COLD_STARTS[name]
+    with pytest.raises(SelectionError, match="unknown cold start"):
+        make_cold_start("nope", n_clusters=4)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -58,7 +58,8 @@ def test_restoration_loss_decreases_and_files_are_written(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "lr", "seconds"}
     with Image.open(ssl / "samples.png") as im:
-        assert im.size == (3 * S + 4, 2 * S + 2)  # two rows of damaged | restored | original
+        # two rows of damaged | restored | original, each image enlarged well beyond its S pixels
+        assert im.width >= 3 * 100 and 1.2 < im.width / im.height < 1.6
 
     # The best epoch's weights are the ones saved.
     best = load_state(ssl / "weights.pt")
@@ -88,6 +89,7 @@ def _interrupt_after_epoch(monkeypatch, epoch: int):
 
 
 @pytest.mark.parametrize("resume_flag", [True, False])
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, monkeypatch, resume_flag):
     pool = structured_pool()
     cfg = tiny(epochs=3)

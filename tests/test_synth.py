@@ -92,6 +92,7 @@ def test_masks_binary_nonempty_and_plausible_coverage(batch_600):
     assert np.allclose(area, batch_600.attributes["lesion_area"])
 
 
+@pytest.mark.slow
 def test_group_frequencies_follow_groups(batch_2000):
     assert set(GROUPS) == set(batch_2000.groups)
     assert abs(sum(f for f, _ in GROUPS.values()) - 1.0) < 1e-9

@@ -18,18 +18,68 @@ preset keeps the paper's epoch schedule (``seg_epochs``) instead.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
 class Preset:
+    """Every setting of a run that a preset chooses, recorded in ``run.json``.
+
+    Parameters
+    ----------
+    name : str
+        How the preset is called (``demo``, ``cpu``, ``paper``, or a custom name).
+    image_size : int
+        Side in pixels of the square images every stage sees.
+    grayscale : bool
+        Convert the images to one channel (the paper's setting) instead of RGB.
+    pool_size : int or None
+        Images of a random split's pool (None: every non-test image).
+    test_size : int
+        Images held out for testing in a random split.
+    synth_n : int
+        Size of the embedded synthetic dataset when no data folder is given.
+    base_width : int
+        Channels of the U-Net's first level (64 in the paper); the bottleneck has 8x.
+    dropout : float
+        Decoder dropout of the segmentation net (what the MC-dropout queries sample).
+    ssl_epochs, ssl_batch, ssl_lr, ssl_patience, ssl_val_fraction
+        Self-supervised pretraining: epoch cap, batch size, Adam learning rate, epochs without
+        validation improvement before stopping, share of the pool held out for validation.
+    n_clusters : int
+        k of the paper's k-means cold start (and of the representative query).
+    feature_pool : int
+        The bottleneck map is average-pooled to ``feature_pool x feature_pool`` cells per image.
+    seg_steps : int
+        Optimisation steps of every segmentation training, whatever the labeled budget.
+    seg_epochs : int or None
+        When set, the paper's epoch schedule instead of ``seg_steps``.
+    seg_batch, seg_lr, loss
+        Segmentation batch size, Adam learning rate, loss (``ce``, ``dice`` or ``ce+dice``).
+    budgets : tuple of int
+        Cumulative labeled counts of the rounds; the first is the cold start.
+    query : str
+        Query of the rounds after the cold start (see :mod:`saal.active.queries`).
+    mc_samples : int
+        Dropout samples per image of the MC-dropout queries.
+    seeds : int
+        Seeds per cell of an experiment.
+
+    Examples
+    --------
+    >>> from saal.config import get_preset
+    >>> small = get_preset("demo").with_overrides(name="small", budgets=[10, 20])
+    >>> small.budgets, small.image_size
+    ((10, 20), 64)
+    """
+
     name: str
     # data
     image_size: int = 64
     grayscale: bool = True
-    pool_size: int | None = 400  # None: every non-test image of the dataset
+    pool_size: int | None = 400
     test_size: int = 100
-    synth_n: int = 500  # size of the embedded default dataset
+    synth_n: int = 500
     # network
     base_width: int = 16
     dropout: float = 0.1
@@ -44,20 +94,29 @@ class Preset:
     feature_pool: int = 1
     # segmentation
     seg_steps: int = 200
-    seg_epochs: int | None = None  # paper schedule: epochs over the labeled set instead of steps
+    seg_epochs: int | None = None
     seg_batch: int = 16
     seg_lr: float = 1e-3
     loss: str = "ce+dice"
     budgets: tuple[int, ...] = (10, 20, 40, 80)
     query: str = "entropy"
+    mc_samples: int = 8
     # experiments
     seeds: int = 3
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The preset as ``run.json`` records it (budgets as a list)."""
         d = asdict(self)
         d["budgets"] = list(self.budgets)
         return d
+
+    @classmethod
+    def from_record(cls, recorded: dict) -> "Preset":
+        """The preset a ``run.json`` recorded: fields it predates take their defaults, retired ones are ignored."""
+        fields = {k: v for k, v in recorded.items() if k in cls.__dataclass_fields__}
+        if "budgets" in fields:
+            fields["budgets"] = tuple(int(b) for b in fields["budgets"])
+        return cls(**fields)
 
     def with_overrides(self, **kw) -> "Preset":
         """A copy with the given fields replaced; ``None`` values are ignored."""
@@ -87,6 +146,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a one-line :class:`~saal.errors.SaalError` naming the choices otherwise)."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -5,6 +5,10 @@ as one line (no traceback): the message must name the file or option at fault
 and the problem.
 """
 
+from __future__ import annotations
+
+from typing import Sequence
+
 
 class SaalError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -21,3 +25,9 @@ class DataError(SaalError):
 
 class SelectionError(SaalError):
     """A selection request that cannot be met (bad budget, bad features)."""
+
+
+def name_some(items: Sequence[object], limit: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, ... (12 in all)``: error messages stay one readable line."""
+    shown = ", ".join(str(x) for x in items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"

@@ -1,19 +1,19 @@
-"""Seeding, device choice and CPU threading: the few global knobs of a run."""
+"""The few global knobs of a run: device, CPU threads, random streams, mixed precision.
+
+Every stage that trains (self-supervised pretraining, segmentation) draws its
+randomness from *streams*: seeds derived from the run's seed and a stream key,
+so that changing one source of randomness (say the augmentation) never shifts
+another (the batch order), and a resumed run can re-create any stream at any
+epoch without carrying generator state along.
+"""
 
 from __future__ import annotations
 
 import os
-import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so that a run repeats exactly."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -35,3 +35,57 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def stream_seed(seed: int, *key: int) -> int:
+    """A 63-bit seed for the stream ``key`` of ``seed`` (e.g. ``(DAMAGE, epoch, rank)``).
+
+    Any key can be re-derived at any time: pretraining uses this to replay an
+    epoch's draws exactly when it resumes.
+    """
+    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def spawn_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 63-bit seeds spawned from ``seed`` (one per stream of a short run).
+
+    A segmentation run needs a fixed handful of streams (initialisation,
+    batch order, augmentation) and never resumes mid-run, so spawning them
+    once is enough; :func:`stream_seed` is for streams keyed by epoch or rank.
+    """
+    return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """How a training step runs its forward pass: autocast dtype (None: fp32) and gradient scaling.
+
+    bf16 where the GPU has it (no loss scaling needed), else fp16 with a
+    :class:`torch.amp.GradScaler`; CPUs train in fp32, where autocast brings
+    nothing for these small convolutions.
+    """
+
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def for_device(cls, device: torch.device, enabled: bool = True) -> "MixedPrecision":
+        if not enabled or device.type != "cuda":
+            return cls(None, None)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return cls(dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+
+    def autocast(self, device: torch.device):
+        """The autocast context of a forward pass (a no-op in fp32)."""
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward pass and optimiser step, through the gradient scaler when there is one."""
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()

@@ -11,9 +11,14 @@ Layout::
     RUNDIR/run.json                  data source, preset, seed, image size
     RUNDIR/split/pool.csv, test.csv  the pool to select from, the held-out test images
     RUNDIR/ssl/                      self-supervised weights, history, samples (saal.ssl)
-    RUNDIR/features/                 pool features of the SSL encoder (saal.selection)
-    RUNDIR/selection.csv             the cold-start plan: which images to annotate first
+    RUNDIR/features/                 pool features of the SSL encoder (saal.pipeline.encoder)
+    RUNDIR/selection.csv, selection/ the cold-start plan and its pictures (saal.pipeline.select)
     RUNDIR/active/                   labeled set, rounds, models, evaluations (saal.active.loop)
+    RUNDIR/annotate/round_N/         batches for human annotators (saal.pipeline.rounds)
+    RUNDIR/report.html               the run's report (saal.pipeline.report)
+
+This module only opens the folder and loads its data; the stages that fill it
+live in :mod:`saal.pipeline`.
 """
 
 from __future__ import annotations
@@ -21,19 +26,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from . import __version__
 from .config import Preset, get_preset
 from .data import LesionData, Split, apply_split, load_dataset, load_split, make_split, save_split
 from .data.embedded import load_embedded
-from .errors import SaalError, SelectionError
+from .errors import SaalError
 from .io import read_json, write_json
 
 RUN_FILE = "run.json"
-FEATURES_DIR = "features"
 EMBEDDED = "embedded"
 #: Share of a labeled dataset held out for testing when it is smaller than the preset's pool + test.
 SMALL_DATA_TEST_SHARE = 0.2
@@ -62,11 +63,6 @@ class Workspace:
         return self.run_dir.joinpath(*parts)
 
 
-def _preset_from_record(recorded: dict) -> Preset:
-    fields = {k: v for k, v in recorded.items() if k in Preset.__dataclass_fields__}
-    return Preset(**{**fields, "budgets": tuple(int(b) for b in fields["budgets"])})
-
-
 def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Preset | str | None,
                   seed: int | None) -> None:
     """Refuse options that contradict what the run directory was made with."""
@@ -76,7 +72,7 @@ def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Pre
     wanted_preset = preset.name if isinstance(preset, Preset) else preset
     if wanted_preset is not None and recorded["preset"]["name"] != wanted_preset:
         clashes.append(f"--preset {wanted_preset} (made with {recorded['preset']['name']})")
-    if isinstance(preset, Preset) and preset.to_dict() != recorded["preset"]:
+    if isinstance(preset, Preset) and preset != Preset.from_record(recorded["preset"]):
         clashes.append("preset settings differ")
     if seed is not None and int(recorded["seed"]) != int(seed):
         clashes.append(f"--seed {seed} (made with {recorded['seed']})")
@@ -132,7 +128,7 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
     if recorded is not None:
         _check_agrees(run_dir, recorded, source, preset, seed)
         source, seed = recorded["source"], int(recorded["seed"])
-        chosen = _preset_from_record(recorded["preset"])
+        chosen = Preset.from_record(recorded["preset"])
     else:
         if not create:
             raise SaalError(f"{run_dir} is not a saal run directory (no {RUN_FILE}); "
@@ -158,80 +154,3 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
     return Workspace(run_dir=run_dir, preset=chosen, seed=seed, source=source, data=loaded, pool=pool,
                      test=test if (test.masks is not None and len(test)) else None,
                      original_sizes=sizes, warnings=notes)
-
-
-def describe(ws: Workspace) -> dict[str, Any]:
-    """A few facts about the workspace for progress messages and reports."""
-    return {"run_dir": str(ws.run_dir), "source": ws.source, "preset": ws.preset.name, "seed": ws.seed,
-            "pool": len(ws.pool), "test": 0 if ws.test is None else len(ws.test),
-            "image_size": ws.preset.image_size, "labeled_data": ws.labeled_data}
-
-
-def ssl_weights(ws: Workspace, *, epochs: int | None = None, resume: bool = False, force: bool = False,
-                device: str = "auto", progress: bool = True) -> Path:
-    """The run's self-supervised weights (``ssl/weights.pt``), pretraining on the pool first if needed.
-
-    Pretraining sees the pool only, never the test images; a finished run is
-    reused, an interrupted one continued (see :func:`saal.ssl.pretrain`).
-    """
-    from .ssl import PretrainConfig, pretrain
-
-    config = PretrainConfig.from_preset(ws.preset, epochs=epochs)
-    result = pretrain(ws.pool, ws.run_dir, config=config, seed=ws.seed, device=device, resume=resume,
-                      force=force, progress=progress)
-    return result.weights_path
-
-
-def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *, progress: bool = True):
-    """The U-Net whose bottleneck gives the selection features: given ``weights`` or the run's SSL ones.
-
-    A weights file outside the run is read with the ``model.json`` beside it when
-    there is one (as ``saal pretrain`` writes), else with the preset's width.
-    """
-    from .io import load_state
-    from .models.unet import UNet, UNetConfig
-
-    path = Path(weights) if weights is not None else ssl_weights(ws, progress=progress)
-    if not path.is_file():
-        raise SaalError(f"{path}: weights file not found")
-    meta = path.parent / "model.json"
-    if meta.is_file() and "unet" in (recorded := read_json(meta)):
-        config = UNetConfig(**recorded["unet"])
-    else:
-        config = UNetConfig(in_channels=ws.pool.channels, out_channels=ws.pool.channels,
-                            base_width=ws.preset.base_width)
-    if config.in_channels != ws.pool.channels:
-        raise SaalError(f"{path}: the network takes {config.in_channels}-channel images but this run's images "
-                        f"have {ws.pool.channels} channel(s)")
-    model = UNet(config)
-    try:
-        model.load_state_dict(load_state(path))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise SaalError(f"{path}: not weights of a U-Net of width {config.base_width} ({first})") from None
-    return model.eval(), path
-
-
-def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, device: str = "auto",
-                  progress: bool = True) -> np.ndarray:
-    """SSL bottleneck features of the pool in pool order, extracted once and cached in ``features/``.
-
-    The cache records which weights made it; other weights re-extract.
-    """
-    from .runtime import resolve_device
-    from .selection import extract_features, load_features, model_fingerprint, save_features
-
-    model, path = load_encoder(ws, weights, progress=progress)
-    fingerprint = model_fingerprint(model)
-    directory = ws.path(FEATURES_DIR)
-    try:
-        cached = load_features(directory, expected_ids=ws.pool.ids)
-        if cached.meta.get("model") == fingerprint and cached.meta.get("pool") == ws.preset.feature_pool:
-            return cached.features
-    except SelectionError:
-        pass
-    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, device=resolve_device(device),
-                             progress=progress)
-    save_features(directory, ws.pool.ids, feats, {"model": fingerprint, "pool": ws.preset.feature_pool,
-                                                    "weights": str(path)})
-    return feats

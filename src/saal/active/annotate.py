@@ -31,13 +31,14 @@ from PIL import Image
 
 from ..data.dataset import LesionData
 from ..data.imageio import resize_mask
-from ..errors import DataError, SaalError
+from ..data.layouts import MASK_SUFFIXES, mask_id
+from ..errors import DataError, SaalError, name_some
 from ..io import atomic_write_text, read_csv, write_csv
-from .pool import _name_some
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("rank", "image_id", "image_file", "original_path", "round", "width", "height")
-MASK_SUFFIXES = ("_segmentation", "_mask")  # besides the bare image stem
+#: The mask file names an annotator may use, for an image with id ``<id>`` (the data loader accepts the same).
+ACCEPTED_NAMES = ", ".join(["<id>.png"] + [f"<id>{suffix}.png" for suffix in MASK_SUFFIXES])
 
 _README = """\
 Annotation batch: round {round}, {n} images
@@ -50,7 +51,8 @@ What to do
    (no grey anti-aliased edges, no colours, no annotations burnt in).
 3. Save ONE mask per image as a PNG file in masks/, named after the image:
       images/ISIC_0000001.jpg  ->  masks/ISIC_0000001_segmentation.png
-   (ISIC_0000001.png and ISIC_0000001_mask.png are accepted too).
+   (ISIC_0000001.png, ISIC_0000001_mask.png and ISIC_0000001_lesion.png
+   are accepted too).
    The mask must have exactly the same width and height as its image
    (manifest.csv gives them); PNG only, since JPEG blurs the edges.
 4. Put nothing else in masks/. When every image has its mask, hand this folder
@@ -112,7 +114,7 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
     pos = {k: i for i, k in enumerate(data.ids)}
     unknown = [k for k in ids if k not in pos]
     if unknown:
-        raise SaalError(f"cannot export ids that are not in the dataset: {_name_some(unknown)}")
+        raise SaalError(f"cannot export ids that are not in the dataset: {name_some(unknown)}")
     index = [pos[k] for k in ids]
     target = out_dir.resolve()
     for i in index:
@@ -149,13 +151,11 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
 
 # -- import -----------------------------------------------------------------------------
 def _mask_owner(stem: str, expected: set[str]) -> str | None:
-    """The expected id a mask file stem names (``<id>``, ``<id>_segmentation``, ``<id>_mask``)."""
+    """The expected id a mask file stem names: ``<id>`` or ``<id>`` + a mask suffix the data loader knows."""
     if stem in expected:
         return stem
-    for suffix in MASK_SUFFIXES:
-        if stem.endswith(suffix) and stem[: -len(suffix)] in expected:
-            return stem[: -len(suffix)]
-    return None
+    owner = mask_id(stem)
+    return owner if owner in expected else None
 
 
 def _read_binary_mask(path: Path, expected_size: tuple[int, int] | None) -> np.ndarray:
@@ -205,9 +205,8 @@ def import_masks(masks_dir: str | os.PathLike, expected_ids: Iterable[str], *, i
     owners = {p: _mask_owner(p.stem, expected_set) if p.is_file() else None for p in files}
     strays = [p for p, owner in owners.items() if owner is None]
     if strays:
-        more = f" (also: {_name_some([p.name for p in strays[1:]])})" if len(strays) > 1 else ""
-        raise DataError(f"not the mask of a queried image (expected <id>.png, <id>_segmentation.png or "
-                        f"<id>_mask.png){more}", strays[0])
+        more = f" (also: {name_some([p.name for p in strays[1:]])})" if len(strays) > 1 else ""
+        raise DataError(f"not the mask of a queried image (expected one of {ACCEPTED_NAMES}){more}", strays[0])
     found: dict[str, Path] = {}
     for path, owner in owners.items():
         if path.suffix.lower() != ".png":
@@ -218,7 +217,7 @@ def import_masks(masks_dir: str | os.PathLike, expected_ids: Iterable[str], *, i
         found[owner] = path
     missing = [k for k in expected if k not in found]
     if missing:
-        raise DataError(f"no mask for {len(missing)} of {len(expected)} queried images: {_name_some(missing)} "
+        raise DataError(f"no mask for {len(missing)} of {len(expected)} queried images: {name_some(missing)} "
                         "(expected <id>_segmentation.png)", masks_dir)
     sizes = original_sizes or {}
     return {k: resize_mask(_read_binary_mask(found[k], sizes.get(k)), image_size) for k in expected}

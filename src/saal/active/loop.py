@@ -33,15 +33,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import Preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..io import atomic_write_bytes, atomic_write_text, load_state, read_json, save_state, write_csv, write_json
 from ..models.unet import UNet, UNetConfig
+from ..render.figures import plot_round_curve
 from ..runtime import generator
 from ..segmentation import SegConfig, evaluate, iter_predictions, train_segmentation
-from .heuristics import Heuristic, get_heuristic
+from ..selection.registry import make_cold_start
+from .oracle import SimulatedOracle
 from .pool import ActiveSet
+from .queries import Query, make_query
 
+#: Where the segmentation network starts: the self-supervised weights, or random initialisation.
 INITS = ("ssl", "scratch")
 FINETUNE_MODES = ("restart", "continue")
 RECORD_METRICS = ("dice", "iou", "hd95", "assd", "precision", "recall")
@@ -49,16 +54,43 @@ RECORD_METRICS = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """What defines a loop (saved as ``config.json``; a resume must agree with it)."""
+    """What defines a loop (saved as ``config.json``; a resume must agree with it).
 
-    budgets: tuple[int, ...]  # cumulative labeled counts per round; round 0 is the cold start
+    Parameters
+    ----------
+    budgets : tuple of int
+        Cumulative labeled counts per round; round 0 is the cold start.
+    seg : SegConfig
+        The segmentation training of every round.
+    cold_start : str
+        A :mod:`saal.selection` cold start (round 0), e.g. ``"saal"``.
+    query : str
+        A :mod:`saal.active.queries` query (rounds >= 1), e.g. ``"entropy"``.
+    init : {"ssl", "scratch"}
+        Start every round's network from the self-supervised weights, or from random weights.
+    finetune : {"restart", "continue"}
+        Train every round from the init weights, or continue from the previous round's model.
+    mc_samples : int
+        Dropout samples of the MC-dropout queries (``bald``, ``variance``).
+    n_clusters : int
+        k of the paper's k-means criterion (cold start and representative query).
+    seed : int
+        Seeds the cold start, the queries and every round's training (see :meth:`round_seed`).
+    save_models : bool
+        Keep every round's model, not only the latest.
+
+    Build it with :meth:`from_preset` rather than field by field, so that every
+    caller (``saal run``, ``saal train``, the experiment harness) makes the same loop.
+    """
+
+    budgets: tuple[int, ...]
     seg: SegConfig = field(default_factory=SegConfig)
-    cold_start: str = "saal"  # a saal.selection strategy (round 0)
-    query: str = "entropy"  # a saal.active heuristic (rounds >= 1)
-    init: str = "ssl"  # "ssl": start from the self-supervised weights; "scratch": random weights
-    finetune: str = "restart"  # every round from the init weights, or "continue" from the previous round
-    mc_samples: int = 8  # dropout samples for the MC-dropout heuristics
-    n_clusters: int = 10  # k of the paper's k-means criterion (cold start and representative query)
+    cold_start: str = "saal"
+    query: str = "entropy"
+    init: str = "ssl"
+    finetune: str = "restart"
+    mc_samples: int = 8
+    n_clusters: int = 10
     seed: int = 0
     save_models: bool = False
 
@@ -72,13 +104,37 @@ class LoopConfig:
         if self.finetune not in FINETUNE_MODES:
             raise SaalError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
 
+    @classmethod
+    def from_preset(cls, preset: Preset, *, in_channels: int, budgets: tuple[int, ...] | None = None,
+                    steps: int | None = None, **options: Any) -> "LoopConfig":
+        """The loop a preset defines for images of ``in_channels`` channels.
+
+        ``budgets`` (default: the preset's) and ``steps`` (segmentation steps,
+        default: the preset's) override the schedule; ``options`` set the other
+        fields (``cold_start``, ``query`` (default: the preset's), ``init``,
+        ``finetune``, ``seed``, ``save_models``); None values are ignored.
+        """
+        options = {k: v for k, v in options.items() if v is not None}
+        seg = SegConfig.from_preset(preset, in_channels=in_channels, **({} if steps is None else {"steps": steps}))
+        return cls(budgets=tuple(budgets or preset.budgets), seg=seg, mc_samples=preset.mc_samples,
+                   n_clusters=preset.n_clusters, **{"query": preset.query, **options})
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "LoopConfig":
+        """The config a ``config.json`` describes; fields it predates take their defaults."""
+        known = {f for f in cls.__dataclass_fields__ if f in record}
+        values = {k: record[k] for k in known}
+        values["seg"] = SegConfig(**{k: v for k, v in record.get("seg", {}).items()
+                                     if k in SegConfig.__dataclass_fields__})
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["budgets"] = list(self.budgets)
         return d
 
     def round_seed(self, round: int) -> int:
-        """Training seed of a round: the same for every strategy, so seeds pair across strategies."""
+        """Training and query seed of a round: the same for every cell, so seeds pair across cells."""
         return self.seed * 1000 + round
 
 
@@ -149,7 +205,7 @@ class LoopDir:
         path = self.file("config.json")
         wanted = config.to_dict()
         if path.is_file():
-            have = read_json(path)
+            have = LoopConfig.from_dict(read_json(path)).to_dict()
             if have != wanted:
                 diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
                 raise SaalError(f"{self.path} holds a loop with other settings ({', '.join(diff)}); "
@@ -160,17 +216,19 @@ class LoopDir:
 
 # ------------------------------------------------------------------------------ the steps
 def labeled_masks(loop: LoopDir, active: ActiveSet, pool: LesionData, ids: Sequence[str]) -> np.ndarray:
-    """Masks of labeled ``ids``: annotators' imported PNGs, or the data's own (simulated oracle)."""
+    """Masks of labeled ``ids``: annotators' imported PNGs, the rest from the simulated oracle (the data's own)."""
     out = np.zeros((len(ids), pool.image_size, pool.image_size), dtype=np.uint8)
-    pos = pool.index_of(ids)
-    for j, (k, i) in enumerate(zip(ids, pos)):
+    simulated = [j for j, k in enumerate(ids) if active.source_of(k) != "annotator"]
+    if simulated:
+        if pool.masks is None:
+            raise SaalError(f"no mask for labeled image {ids[simulated[0]]}: it was not imported and the data "
+                            "has no masks")
+        revealed = SimulatedOracle(pool).reveal([ids[j] for j in simulated])
+        out[simulated] = np.stack(list(revealed.values()))
+    for j, k in enumerate(ids):
         if active.source_of(k) == "annotator":
             with Image.open(loop.label_path(k)) as im:
                 out[j] = np.asarray(im.convert("L")) >= 128
-        elif pool.masks is None:
-            raise SaalError(f"no mask for labeled image {k}: it was not imported and the data has no masks")
-        else:
-            out[j] = pool.masks[i]
     return out
 
 
@@ -182,41 +240,33 @@ def labeled_set(loop: LoopDir, active: ActiveSet, pool: LesionData) -> LesionDat
     return part
 
 
-def cold_start_ids(pool: LesionData, budget: int, *, strategy: str, features: np.ndarray | None,
-                   n_clusters: int, seed: int) -> list[str]:
-    """The first ``budget`` pool ids to annotate, by a :mod:`saal.selection` strategy."""
-    from ..selection import get_strategy
-
-    params = {"n_clusters": n_clusters} if strategy == "saal" else {}
+def cold_start_ids(pool: LesionData, budget: int, *, config: LoopConfig, features: np.ndarray | None) -> list[str]:
+    """The first ``budget`` pool ids to annotate, by the loop's :mod:`saal.selection` cold start."""
     if features is None:
-        if strategy != "random":
-            raise SaalError(f"the {strategy} cold start needs the pool's features")
+        if config.cold_start != "random":
+            raise SaalError(f"the {config.cold_start} cold start needs the pool's features")
         features = np.zeros((len(pool), 1), dtype=np.float32)
-    selection = get_strategy(strategy, **params).select(features, budget, seed=seed)
-    return [pool.ids[i] for i in selection.indices]
+    strategy = make_cold_start(config.cold_start, n_clusters=config.n_clusters)
+    return [pool.ids[i] for i in strategy.select(features, budget, seed=config.seed).indices]
 
 
-def make_heuristic(name: str, *, n_clusters: int, seed: int) -> Heuristic:
-    if name == "representative":
-        from ..selection.cluster import SaalStrategy
-
-        return get_heuristic(name, strategy=SaalStrategy(n_clusters=n_clusters), seed=seed)
-    return get_heuristic(name, seed=seed)
+def loop_query(config: LoopConfig) -> Query:
+    """The loop's query (rounds >= 1), built from its settings."""
+    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters)
 
 
-def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, heuristic: Heuristic,
+def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, query: Query,
               features: np.ndarray | None, mc_samples: int, seed: int, device: str = "auto") -> list[str]:
-    """The next ``k`` unlabeled ids by ``heuristic``, scoring the model's predictions when it needs them."""
+    """The next ``k`` unlabeled ids by ``query``, scoring the model's predictions when it needs them."""
     scores = None
-    if heuristic.needs_predictions:
+    if query.needs_predictions:
         if model is None:
-            raise SaalError(f"the {heuristic.name} query needs a trained model: run 'saal train' first")
+            raise SaalError(f"the {query.name} query needs a trained model: run 'saal train' first")
         unlabeled = pool.subset(active.unlabeled_indices)
-        samples = mc_samples if heuristic.min_samples > 1 else 0
-        batches = iter_predictions(model, unlabeled, device=device, mc_samples=samples,
-                                   generator=generator(seed))
-        scores = heuristic.score_batches(batches, n=len(unlabeled))
-    return heuristic.select(active, k, scores=scores, features=features)
+        samples = mc_samples if query.heuristic.min_samples > 1 else 0
+        batches = iter_predictions(model, unlabeled, device=device, mc_samples=samples, generator=generator(seed))
+        scores = query.heuristic.score_batches(batches, n=len(unlabeled))
+    return query.select(active, k, scores=scores, features=features)
 
 
 def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test: LesionData | None, *,
@@ -259,12 +309,10 @@ def round_to(x: float, digits: int) -> float:
     return float(round(x, digits))
 
 
-def plot_curve(loop: LoopDir, title: str | None = None) -> Path | None:
-    """``learning_curve.png`` from the records that have a Dice (none without a test set)."""
-    from ..experiments.plots import plot_single_run_curve
-
+def plot_curve(loop: LoopDir, title: str) -> Path | None:
+    """``learning_curve.png`` (Dice and HD95 per round) from the records; None without a test set."""
     rows = [r for r in loop.rounds() if r.get("dice") is not None]
-    return plot_single_run_curve(loop.file("learning_curve.png"), rows, title=title) if rows else None
+    return plot_round_curve(loop.file("learning_curve.png"), rows, title=title) if rows else None
 
 
 # ------------------------------------------------------------------------------ the simulated loop
@@ -290,7 +338,7 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
     loop.path.mkdir(parents=True, exist_ok=True)
     loop.check_config(config)
     active = loop.load_active(pool.ids)
-    heuristic = make_heuristic(config.query, n_clusters=config.n_clusters, seed=config.seed)
+    query = loop_query(config)
     done = {r["round"] for r in loop.rounds()}
     model: UNet | None = None
     for r, budget in enumerate(config.budgets):
@@ -303,16 +351,16 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
             k = budget - active.n_labeled
             if r == 0 and plan is not None:
                 if len(plan) < budget:
-                    raise SaalError(f"the selection plan lists {len(plan)} images, fewer than the first budget {budget}")
+                    raise SaalError(f"the selection plan lists {len(plan)} images, fewer than the first budget "
+                                    f"{budget}")
                 new = list(plan[:budget])
             elif r == 0:
-                new = cold_start_ids(pool, budget, strategy=config.cold_start, features=features,
-                                     n_clusters=config.n_clusters, seed=config.seed)
+                new = cold_start_ids(pool, budget, config=config, features=features)
             else:
-                if model is None and heuristic.needs_predictions:
+                if model is None and query.needs_predictions:
                     loaded = loop.load_model("latest")
                     model = None if loaded is None else loaded[0]
-                new = query_ids(model, active, pool, k, heuristic=heuristic, features=features,
+                new = query_ids(model, active, pool, k, query=query, features=features,
                                 mc_samples=config.mc_samples, seed=config.round_seed(r), device=config.seg.device)
             active.label(new, round=r, source="cold-start" if r == 0 else "oracle")
             loop.save_active(active)

@@ -2,10 +2,10 @@
 
 Benchmarks (and the paper) simulate annotation by hiding the masks of a fully
 labeled set and revealing them only for the queried ids, so a strategy can be
-scored by Dice per annotated image without a human in the loop. Going through
-this object, rather than reading ``data.masks`` directly, keeps the loop's code
-path the same as with real annotators (:func:`saal.active.annotate.import_batch`
-returns the same ``id -> mask`` mapping).
+scored by Dice per annotated image without a human in the loop. The loop takes
+every simulated label from this object (:func:`saal.active.loop.labeled_masks`)
+and every human one from the annotators' imported files; both give the same
+``id -> mask`` mapping (:func:`saal.active.annotate.import_batch`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from ..data.dataset import LesionData
-from ..errors import SaalError
-from .pool import _name_some
+from ..errors import SaalError, name_some
 
 
 class SimulatedOracle:
@@ -34,6 +33,6 @@ class SimulatedOracle:
         ids = [str(i) for i in ids]
         unknown = [k for k in ids if k not in self._pos]
         if unknown:
-            raise SaalError(f"the oracle has no image with id {_name_some(unknown)}")
+            raise SaalError(f"the oracle has no image with id {name_some(unknown)}")
         masks = np.asarray(self.data.masks[[self._pos[k] for k in ids]], dtype=np.uint8)
         return dict(zip(ids, masks))

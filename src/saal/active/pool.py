@@ -19,18 +19,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DataError, SaalError
+from ..errors import DataError, SaalError, name_some
 from ..io import read_json, write_json
 
 SOURCES = ("oracle", "annotator", "cold-start")
 _FORMAT = "saal.active_set"
 _VERSION = 1
-
-
-def _name_some(items: Sequence[str], limit: int = 5) -> str:
-    """``a, b, c`` or ``a, b, c, ... (12 in all)``: error messages stay one readable line."""
-    shown = ", ".join(str(x) for x in items[:limit])
-    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
 def _repeated(items: Sequence[str]) -> list[str]:
@@ -50,7 +44,7 @@ class ActiveSet:
         self._pool = [str(i) for i in pool_ids]
         self._pos = {k: i for i, k in enumerate(self._pool)}
         if len(self._pos) != len(self._pool):
-            raise SaalError(f"pool ids must be unique; repeated: {_name_some(_repeated(self._pool))}")
+            raise SaalError(f"pool ids must be unique; repeated: {name_some(_repeated(self._pool))}")
         self._labels: dict[str, tuple[int | None, str]] = {}  # insertion order = labeling order
         self._mask = np.zeros(len(self._pool), dtype=bool)
 
@@ -68,12 +62,12 @@ class ActiveSet:
             raise SaalError(f"round must be an integer or None; got {round!r}")
         unknown = [k for k in ids if k not in self._pos]
         if unknown:
-            raise SaalError(f"cannot label ids that are not in the pool: {_name_some(unknown)}")
+            raise SaalError(f"cannot label ids that are not in the pool: {name_some(unknown)}")
         again = [k for k in ids if k in self._labels]
         if again:
-            raise SaalError(f"ids already labeled (round {self._labels[again[0]][0]}): {_name_some(again)}")
+            raise SaalError(f"ids already labeled (round {self._labels[again[0]][0]}): {name_some(again)}")
         if len(set(ids)) != len(ids):
-            raise SaalError(f"ids repeated in one labeling call: {_name_some(_repeated(ids))}")
+            raise SaalError(f"ids repeated in one labeling call: {name_some(_repeated(ids))}")
         r = None if round is None else int(round)
         for k in ids:
             self._labels[k] = (r, source)

@@ -8,13 +8,13 @@ from typing import Optional
 import typer
 
 _HELP = "\n\n".join([
-    "Compare cold-start strategies the way the paper does, over several seeds, and write a report.",
-    "Runs every cell of the matrix (cold start x initialisation x query strategy) for each seed as a simulated "
+    "Compare cold starts the way the paper does, over several seeds, and write a report.",
+    "Runs every cell of the matrix (cold start x initialisation x query) for each seed as a simulated "
     "active-learning loop (the ground-truth masks play the annotator), plus a full-supervision reference per seed. "
     "Default matrix: random and saal cold starts, each from the self-supervised weights (ssl) and from scratch, "
-    "plus typiclust and kcenter from ssl; the preset's query strategy in the later rounds.",
+    "plus typiclust and kcenter from ssl; the preset's query in the later rounds.",
     "The self-supervised pretraining and the pool features are computed once and shared by every cell. Writes "
-    "OUT/results.csv (one row per strategy, seed and round), OUT/summary.md (mean ± std and worst seed per budget, "
+    "OUT/results.csv (one row per cell, seed and round), OUT/summary.md (mean ± std and worst seed per budget, "
     "normalised area under the curve, labels needed for 95% of full supervision, paired tests against random), "
     "OUT/learning_curves.png and OUT/report.html (one self-contained file).",
     "Resumable: a finished cell is never recomputed, an interrupted one continues; rerun the same command. "
@@ -35,16 +35,15 @@ def experiment(
                                               "default: demo, or what OUTDIR was made with."),
     seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N",
                                         help="Repeat every cell with seeds 0..N-1 (default: the preset's)."),
-    strategies: Optional[str] = typer.Option(None, "--strategies", metavar="A,B",
-                                             help="Cold starts to compare (default random,saal,typiclust,kcenter; "
-                                                  "also probcover)."),
+    cold_starts: Optional[str] = typer.Option(None, "--cold-starts", metavar="A,B",
+                                              help="Cold starts to compare (default random,saal,typiclust,kcenter; "
+                                                   "also probcover)."),
     inits: Optional[str] = typer.Option(None, "--inits", metavar="A,B",
                                         help="Initialisations for every cold start: ssl, scratch (default: both "
                                              "for random and saal, ssl for the others)."),
     queries: Optional[str] = typer.Option(None, "--queries", metavar="A,B",
-                                          help="Query strategies of the later rounds (default: the preset's): "
-                                               "random, entropy, bald, variance, representative, "
-                                               "uncertainty-diversity."),
+                                          help="Queries of the later rounds (default: the preset's): random, "
+                                               "entropy, bald, variance, representative, uncertainty-diversity."),
     workers: int = typer.Option(1, "--workers", metavar="N",
                                 help="Local worker processes, one torch thread each (2 suits a 2-core machine)."),
     split: str = typer.Option("random", "--split",
@@ -55,23 +54,23 @@ def experiment(
 ) -> None:
     from ..errors import SaalError
     from ..experiments.runner import run_experiment
-    from ..experiments.summary import budget_stats, load_results
+    from ..experiments import budget_stats, load_results
 
     if seeds is not None and seeds < 1:
         raise SaalError(f"--seeds: need at least 1, got {seeds}")
     if split not in ("random", "official"):
         raise SaalError(f"--split: choose random or official, got {split!r}")
-    results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, strategies=strategies, inits=inits,
+    results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, cold_starts=cold_starts, inits=inits,
                                  queries=queries, workers=workers, progress=not no_progress, split_mode=split,
                                  skip_bad=skip_bad)
     results = load_results(results_csv)
     smallest = min(results.budgets)
     typer.echo(f"Dice at {smallest} labeled images (mean ± std over seeds, worst seed):")
-    width = max(len(s) for s in results.strategies)
+    width = max(len(c) for c in results.cells)
     for st in budget_stats(results, "dice"):
         if st.n_labeled == smallest:
             spread = f" ± {100 * st.std:.1f}" if st.n > 1 else ""
-            typer.echo(f"  {st.strategy:<{width}}  {100 * st.mean:5.1f}{spread}  (worst {100 * st.worst:.1f}, "
+            typer.echo(f"  {st.cell:<{width}}  {100 * st.mean:5.1f}{spread}  (worst {100 * st.worst:.1f}, "
                        f"{st.n} seed{'s' if st.n != 1 else ''})")
     for name in ("results.csv", "summary.md", "learning_curves.png", "report.html"):
         typer.echo(f"{name:<20} {Path(out) / name}")

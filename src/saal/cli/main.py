@@ -11,11 +11,6 @@ import sys
 
 import typer
 
-try:  # typer >= 0.20 vendors click; older releases depend on it
-    from typer._click import exceptions as _click_exceptions
-except ImportError:  # pragma: no cover
-    from click import exceptions as _click_exceptions
-
 from ..errors import SaalError
 
 app = typer.Typer(
@@ -60,13 +55,25 @@ def main(argv: list[str] | None = None) -> int:
         return ex.exit_code
     except SystemExit as ex:
         return int(ex.code or 0)
-    except _click_exceptions.ClickException as ex:  # usage errors when not in standalone mode
-        ex.show()
-        return ex.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
+    except Exception as ex:
+        if _is_usage_error(ex):
+            ex.show()
+            return ex.exit_code
+        raise
     return 0
+
+
+def _is_usage_error(ex: Exception) -> bool:
+    """A bad option or argument, raised by the command-line parser when it does not exit by itself.
+
+    Recognised by the parser's public protocol (``show()`` and an integer
+    ``exit_code``) rather than by its class, which typer keeps in a private
+    module in some releases and in click in others.
+    """
+    return callable(getattr(ex, "show", None)) and isinstance(getattr(ex, "exit_code", None), int)
 
 
 if __name__ == "__main__":

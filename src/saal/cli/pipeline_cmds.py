@@ -12,10 +12,16 @@ from typing import Optional
 
 import typer
 
+from .text import help_text
+
 RUN_HELP = "Run directory: every stage reads and writes its files here (created on first use)."
 DATA_HELP = ("Dataset folder (ISIC 2016/2017/2018 layout, images/ + masks/, or unlabeled images). "
              "Default: the embedded synthetic dataset. Only needed when the run directory is new.")
 PRESET_HELP = "demo (minutes on a CPU, 64 px), cpu (ISIC protocol at 128 px), paper (256 px, 64 channels; GPUs)."
+COLD_START_HELP = ("saal (the paper: k-means on the SSL features, a share per cluster, nearest the centre first), "
+                   "random, kcenter (core-set), typiclust, probcover.")
+QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, variance (MC dropout), "
+              "uncertainty-diversity, representative (the paper's cluster criterion continued). Default: the preset's.")
 
 annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
 
@@ -50,8 +56,8 @@ def pretrain_cmd(
     model.json and samples.png (damaged / restored / original). The validation images are a held-out part
     of the pool, never the test images. An interrupted run continues where it stopped.
     """
+    from ..pipeline import ssl_weights
     from ..ssl import load_result
-    from ..workspace import ssl_weights
 
     ws = _workspace(run, data, preset, seed, skip_bad, quiet)
     ssl_weights(ws, epochs=epochs, resume=resume, force=force, progress=not quiet)
@@ -65,9 +71,7 @@ def select_cmd(
     budget: int = typer.Option(..., "--budget", "-b", min=1, help="Total number of images to annotate first."),
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
-    strategy: str = typer.Option("saal", "--strategy",
-                                 help="saal (paper: k-means on SSL features, proportional, nearest the centre), "
-                                      "random, kcenter (core-set), typiclust, probcover."),
+    cold_start: str = typer.Option("saal", "--cold-start", help=COLD_START_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="SSL weights to take the features from (default: pretrain in RUN)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="k of k-means (default 10)."),
@@ -79,21 +83,21 @@ def select_cmd(
     """Cold start: choose which images to annotate first, without any labels.
 
     Works on a folder of unlabeled images. Pretrains (unless --weights), extracts the encoder features of every
-    pool image, selects, and writes RUN/selection.csv (rank, image id, path, cluster, distance to centre,
-    strategy), RUN/selection/selected_by_cluster.png and RUN/selection/pool_map.png. A larger --budget later
-    extends the same selection.
+    pool image, selects, and writes RUN/selection.csv (rank, image id, path, cluster, distance, strategy),
+    RUN/selection/selected.png (the chosen images in colour) and RUN/selection/pool_map.png. A larger --budget
+    later extends the same selection.
     """
     from ..pipeline import select_images
 
     ws = _workspace(run, data, preset, seed, skip_bad, quiet)
-    result = select_images(ws, budget, strategy=strategy, weights=weights, n_clusters=clusters, progress=not quiet)
+    result = select_images(ws, budget, cold_start=cold_start, weights=weights, n_clusters=clusters,
+                           progress=not quiet)
     typer.echo(f"selected {len(result.ids)} images ({len(result.new_ids)} new) -> {result.manifest}")
     typer.echo(f"pictures: {result.sheet}, {result.pool_map}")
 
 
-INIT_HELP = ("ssl (from the self-supervised weights, the paper's method) or scratch (random weights). "
-             "Measured at the demo scale, scratch scored 0.2-3.3 Dice points higher at 10 labels, on the "
-             "embedded data and on real ISIC 2017 images; see docs/experiments.md.")
+INIT_HELP = ("ssl (from the self-supervised weights, the paper's method) or scratch (random weights); "
+             "measurements in docs/experiments.md.")
 
 
 def train_cmd(
@@ -122,10 +126,7 @@ def query_cmd(
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1,
                                     help="How many images (default: up to the preset's next budget)."),
-    strategy: Optional[str] = typer.Option(None, "--strategy",
-                                           help="random, entropy, bald, variance (MC dropout), representative "
-                                                "(the paper's cluster criterion), uncertainty-diversity. "
-                                                "Default: the preset's."),
+    query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
     oracle: bool = typer.Option(False, "--oracle",
                                 help="Label the batch at once from the data's own masks (simulation)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -140,12 +141,11 @@ def query_cmd(
     from ..pipeline import query_next
 
     ws = _workspace(run, None, None, None, quiet=quiet, create=False)
-    result = query_next(ws, k=k, strategy=strategy, oracle=oracle, progress=not quiet)
+    result = query_next(ws, k=k, query=query, oracle=oracle, progress=not quiet)
     where = "labeled from the data's masks" if result.batch_dir is None else f"exported to {result.batch_dir}"
     typer.echo(f"round {result.round}: {len(result.ids)} images {where}")
 
 
-@annotate_app.command("import")
 def annotate_import_cmd(
     batch: Path = typer.Argument(..., metavar="DIR", help="An annotation folder written by 'saal query'."),
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
@@ -162,13 +162,16 @@ def annotate_import_cmd(
     typer.echo(f"imported {len(added)} masks from {batch}" if added else f"{batch}: already imported, nothing new")
 
 
+annotate_app.command("import", help=help_text(annotate_import_cmd.__doc__))(annotate_import_cmd)
+
+
 def run_cmd(
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
-    cold_start: str = typer.Option("saal", "--cold-start", help="saal, random, kcenter, typiclust, probcover."),
-    query: Optional[str] = typer.Option(None, "--query", help="Query strategy of the later rounds (default: preset)."),
+    cold_start: str = typer.Option("saal", "--cold-start", help=COLD_START_HELP),
+    query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
     init: str = typer.Option("ssl", "--init", help=INIT_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -193,9 +196,7 @@ def run_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pretrain")(pretrain_cmd)
-    app.command("select")(select_cmd)
-    app.command("train")(train_cmd)
-    app.command("query")(query_cmd)
+    for name, command in (("pretrain", pretrain_cmd), ("select", select_cmd), ("train", train_cmd),
+                          ("query", query_cmd), ("run", run_cmd)):
+        app.command(name, help=help_text(command.__doc__))(command)
     app.add_typer(annotate_app, name="annotate")
-    app.command("run")(run_cmd)

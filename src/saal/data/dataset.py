@@ -17,6 +17,32 @@ import torch
 
 @dataclass
 class LesionData:
+    """A preprocessed set of images, with masks when it is labeled.
+
+    Parameters
+    ----------
+    ids : list of str
+        One unique id per image (the file stem for loaded folders, e.g. ``ISIC_0000001``).
+    images : uint8 array ``(N, S, S, C)``
+        Square images, ``C`` = 1 (grayscale) or 3 (RGB); possibly a read-only memory map.
+    masks : uint8 array ``(N, S, S)`` with values {0, 1}, or None
+        Lesion masks aligned with ``images``; None for an unlabeled folder.
+    sources : list of str
+        The original file of each image (``"embedded"`` for the generated dataset), for
+        annotation batches and reports; defaults to empty strings.
+    subsets : list of str
+        The official part of each image (``"train"``, ``"val"``, ``"test"``) or ``""``.
+    groups : list of str or None
+        A sub-population tag per image when known (the embedded dataset's groups).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data = LesionData(ids=["a", "b"], images=np.zeros((2, 8, 8, 1), np.uint8))
+    >>> len(data), data.image_size, data.channels, data.labeled
+    (2, 8, 1, False)
+    """
+
     ids: list[str]
     images: np.ndarray
     masks: np.ndarray | None = None

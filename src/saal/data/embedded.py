@@ -25,6 +25,11 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
     return luma.astype(np.uint8)[..., None]
 
 
+#: The ``sources`` entry of every embedded image (there is no file behind it).
+EMBEDDED_SOURCE = "embedded"
+_ID_PREFIX = "synth_"
+
+
 def load_embedded(n: int = 500, image_size: int = 64, grayscale: bool = True, seed: int = 0) -> LesionData:
     """``n`` synthetic image/mask pairs as :class:`LesionData` (ids ``synth_000000`` ..., subset "train").
 
@@ -34,10 +39,18 @@ def load_embedded(n: int = 500, image_size: int = 64, grayscale: bool = True, se
     batch = generate(n, image_size, seed)
     images = to_grayscale(batch.images) if grayscale else batch.images
     return LesionData(
-        ids=[f"synth_{i:06d}" for i in range(n)],
+        ids=[f"{_ID_PREFIX}{i:06d}" for i in range(n)],
         images=images,
         masks=batch.masks,
-        sources=["embedded"] * n,
+        sources=[EMBEDDED_SOURCE] * n,
         subsets=["train"] * n,
         groups=list(batch.groups),
     )
+
+
+def render_colour(ids: list[str], image_size: int, seed: int = 0) -> np.ndarray:
+    """The embedded images ``ids`` rendered in colour at ``image_size`` px (what an annotator would see)."""
+    out = np.empty((len(ids), image_size, image_size, 3), np.uint8)
+    for j, image_id in enumerate(ids):
+        out[j] = generate(1, image_size, seed, start=int(image_id.removeprefix(_ID_PREFIX))).images[0]
+    return out

@@ -78,10 +78,17 @@ def _decode(path: Path, im: Image.Image, draft: tuple[str, tuple[int, int]] | No
 
 
 def _to_mode(im: Image.Image, mode: str) -> Image.Image:
-    """Convert to 8-bit ``L`` or ``RGB``; 16-bit grayscale is scaled, not clipped."""
-    if im.mode.startswith("I;16"):
-        arr = np.asarray(im, dtype=np.uint16)
-        im = Image.fromarray((arr // 257).astype(np.uint8))
+    """Convert to 8-bit ``L`` or ``RGB``; 16-bit grayscale is scaled, not clipped.
+
+    Pillow opens a 16-bit grayscale PNG as ``I;16`` or, in older releases, as
+    32-bit ``I``; both are brought from 0..65535 to 0..255 (an ``I`` image whose
+    values all fit in 8 bits is taken as it is).
+    """
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im).astype(np.int64)
+        if im.mode != "I" or arr.max(initial=0) > 255:
+            arr = arr // 257
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return im if im.mode == mode else im.convert(mode)
 
 

@@ -1,31 +1,20 @@
-"""The experiment matrix (cold-start strategy x initialisation x query x seed) and its reporting.
+"""The experiment matrix (cold start x initialisation x query x seed) and its reporting.
 
-Running: :mod:`.matrix` (the cells), :mod:`.runner` (:func:`run_experiment`: shared stage, claimed
-cells, resumable and parallel), :mod:`.locks` (the lock files processes coordinate through),
-:mod:`.collect` (finished cells -> ``results.csv``) and :mod:`.report` (summary, curves, pictures,
-``report.html``).
+Running: :mod:`.matrix` (the cells), :mod:`.tasks` (a cell at a seed, and the shared stage's
+products), :mod:`.runner` (:func:`run_experiment`: shared stage, claimed cells, resumable and
+parallel), :mod:`.locks` (the lock files processes coordinate through), :mod:`.collect` (finished
+cells -> ``results.csv``) and :mod:`.report` (summary, curves, pictures, ``report.html``).
 
-Reporting works from the runner's ``results.csv`` alone: :mod:`.summary` (statistics and
-``summary.md``), :mod:`.plots` (learning curves) and :mod:`.report_html` (one self-contained HTML
-file). The plotting and HTML modules are imported on demand, so that importing the statistics does
-not pull in matplotlib; likewise the runner's names (which need torch) load on first use.
+Reading results works from ``results.csv`` alone: :mod:`.results` (the table), :mod:`.stats`
+(statistics), :mod:`.summary` (``summary.md`` in words and tables) and :mod:`.plots` (learning
+curves). Importing this package loads only those (no torch, no matplotlib); the runner's names
+load on first use.
 """
 
-from .summary import (
-    FULL_STRATEGY,
-    Results,
-    Summary,
-    Table,
-    budget_stats,
-    budget_to_fraction_of_full,
-    default_reference,
-    load_results,
-    normalised_alc,
-    paired_tests,
-    results_from_rows,
-    summarize,
-    write_summary_md,
-)
+from .results import FULL_SUPERVISION, Results, load_results, results_from_rows
+from .stats import (budget_stats, budget_to_fraction_of_full, default_reference, full_supervision, normalised_alc,
+                    paired_tests)
+from .summary import Summary, summarize, write_summary_md
 
 #: Names that load their module (and torch) on first access: ``from saal.experiments import run_experiment``.
 _LAZY = {
@@ -43,22 +32,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "FULL_CELL",
-    "Cell",
-    "build_matrix",
-    "collect_results",
-    "run_experiment",
-    "FULL_STRATEGY",
-    "Results",
-    "Summary",
-    "Table",
-    "budget_stats",
-    "budget_to_fraction_of_full",
-    "default_reference",
-    "load_results",
-    "normalised_alc",
-    "paired_tests",
-    "results_from_rows",
-    "summarize",
-    "write_summary_md",
+    "FULL_CELL", "Cell", "build_matrix", "collect_results", "run_experiment",
+    "FULL_SUPERVISION", "Results", "load_results", "results_from_rows",
+    "budget_stats", "budget_to_fraction_of_full", "default_reference", "full_supervision", "normalised_alc",
+    "paired_tests", "Summary", "summarize", "write_summary_md",
 ]

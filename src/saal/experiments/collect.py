@@ -6,7 +6,7 @@ is the one test of "never recompute this". The file repeats the loop's round rec
 settings they were made with, so collecting needs nothing else from the cell folder.
 
 Collection takes every finished cell under ``cells/``, not only those the current command asked
-for: separate invocations (``--strategies random`` on one machine, ``--strategies saal`` on
+for: separate invocations (``--cold-starts random`` on one machine, ``--cold-starts saal`` on
 another) then add up to one table.
 """
 
@@ -21,14 +21,11 @@ from typing import Any, Sequence
 
 from ..io import read_json, write_csv, write_json
 from .matrix import Cell
-from .summary import FULL_STRATEGY
+from .results import COLUMNS, FULL_SUPERVISION
 
 CELLS_DIR = "cells"
 DONE_FILE = "done.json"
 RESULTS_FILE = "results.csv"
-#: The columns of ``results.csv`` (read by :func:`saal.experiments.summary.load_results`).
-COLUMNS = ("cold_start", "init", "query", "strategy", "seed", "round", "n_labeled", "dice", "iou", "hd95", "assd",
-           "train_seconds")
 
 
 def task_dir(out_dir: str | os.PathLike, cell: Cell, seed: int) -> Path:
@@ -74,7 +71,7 @@ def result_rows(finished: FinishedCell) -> list[dict[str, Any]]:
     rows = []
     for record in sorted(finished.records, key=lambda r: r["round"]):
         rows.append({
-            "cold_start": cell.cold_start, "init": cell.init, "query": cell.query, "strategy": cell.name,
+            "cold_start": cell.cold_start, "init": cell.init, "query": cell.query, "cell": cell.name,
             "seed": finished.seed, "round": int(record["round"]), "n_labeled": int(record["n_labeled"]),
             **{m: _number(record.get(m)) for m in ("dice", "iou", "hd95", "assd", "train_seconds")},
         })
@@ -103,7 +100,7 @@ def collect_results(out_dir: str | os.PathLike, order: Sequence[Cell] = ()) -> t
     rank = {c.name: i for i, c in enumerate(order)}
 
     def key(f: FinishedCell) -> tuple:
-        return (f.cell.name == FULL_STRATEGY, rank.get(f.cell.name, len(rank)), f.cell.name, f.seed)
+        return (f.cell.name == FULL_SUPERVISION, rank.get(f.cell.name, len(rank)), f.cell.name, f.seed)
 
     rows = [row for finished in sorted(finished_cells(out_dir), key=key) for row in result_rows(finished)]
     path = write_csv(Path(out_dir) / RESULTS_FILE, rows, COLUMNS)

@@ -3,7 +3,7 @@
 The default reproduces the paper's comparison, random vs SAAL (cluster) cold start, each with and
 without the self-supervised initialisation, and adds TypiClust and k-center, stronger label-free
 cold starts from the literature, with SSL initialisation only (the initialisation question is
-answered by the first four). Every configuration then runs the preset's query strategy in the
+answered by the first four). Every configuration then runs the preset's query in the
 active-learning rounds. A full-supervision reference (the whole pool labeled, SSL initialisation)
 runs once per seed beside the matrix.
 
@@ -17,14 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..active.heuristics import QUERY_STRATEGIES
+from ..active.loop import INITS
+from ..active.queries import QUERIES
 from ..config import Preset
 from ..errors import SaalError
-from ..selection.strategies import STRATEGIES
-from .summary import FULL_STRATEGY
-
-#: How a cell's network starts: from the self-supervised weights, or from random initialisation.
-INITS = ("ssl", "scratch")
+from ..selection.registry import COLD_STARTS
+from .results import FULL_SUPERVISION
 #: Cold starts of the default matrix, in report order.
 DEFAULT_COLD_STARTS = ("random", "saal", "typiclust", "kcenter")
 #: Cold starts run with both initialisations by default (the paper's 2 x 2); the others with SSL only.
@@ -43,16 +41,16 @@ class Cell:
     def name(self) -> str:
         """Folder and curve label: ``<cold_start>-<init>-<query>``, or ``full`` for the reference."""
         if self.is_full:
-            return FULL_STRATEGY
+            return FULL_SUPERVISION
         return f"{self.cold_start}-{self.init}-{self.query}"
 
     @property
     def is_full(self) -> bool:
-        return self.cold_start == FULL_STRATEGY
+        return self.cold_start == FULL_SUPERVISION
 
 
 #: The full-supervision reference: every pool image labeled, SSL initialisation, no queries.
-FULL_CELL = Cell(FULL_STRATEGY, "ssl", "none")
+FULL_CELL = Cell(FULL_SUPERVISION, "ssl", "none")
 
 
 def _parse_names(values: str | Iterable[str] | None, option: str) -> list[str] | None:
@@ -76,27 +74,27 @@ def _check_known(names: Sequence[str], known: Iterable[str], option: str, what: 
             raise SaalError(f"{option}: unknown {what} {name!r}; choose from {', '.join(known)}")
 
 
-def build_matrix(preset: Preset, *, strategies: str | Iterable[str] | None = None,
+def build_matrix(preset: Preset, *, cold_starts: str | Iterable[str] | None = None,
                  inits: str | Iterable[str] | None = None,
                  queries: str | Iterable[str] | None = None) -> list[Cell]:
     """The cells to run (without the full-supervision reference), in report order.
 
-    ``strategies`` chooses the cold starts (default :data:`DEFAULT_COLD_STARTS`), ``inits`` the
+    ``cold_starts`` chooses the cold starts (default :data:`DEFAULT_COLD_STARTS`), ``inits`` the
     initialisations of every cold start (default: both for random and SAAL, SSL only for the
-    others), ``queries`` the active-learning query heuristics (default: the preset's). Each
-    accepts a list or a comma-separated string; names are checked against the registries of
-    :mod:`saal.selection` and :mod:`saal.active.heuristics`.
+    others), ``queries`` the active-learning queries (default: the preset's). Each accepts a
+    list or a comma-separated string; names are checked against the registries of
+    :mod:`saal.selection` and :mod:`saal.active.queries`.
     """
-    cold_starts = _parse_names(strategies, "--strategies") or list(DEFAULT_COLD_STARTS)
-    if FULL_STRATEGY in cold_starts:
-        raise SaalError(f"--strategies: {FULL_STRATEGY!r} is not a cold start; the full-supervision reference "
-                        "is always part of the matrix")
-    _check_known(cold_starts, STRATEGIES, "--strategies", "cold-start strategy")
+    cold_starts = _parse_names(cold_starts, "--cold-starts") or list(DEFAULT_COLD_STARTS)
+    if FULL_SUPERVISION in cold_starts:
+        raise SaalError(f"--cold-starts: {FULL_SUPERVISION!r} is not a cold start; the full-supervision "
+                        "reference is always part of the matrix")
+    _check_known(cold_starts, COLD_STARTS, "--cold-starts", "cold start")
     chosen_inits = _parse_names(inits, "--inits")
     if chosen_inits is not None:
         _check_known(chosen_inits, INITS, "--inits", "initialisation")
     chosen_queries = _parse_names(queries, "--queries") or [preset.query]
-    _check_known(chosen_queries, QUERY_STRATEGIES, "--queries", "query strategy")
+    _check_known(chosen_queries, QUERIES, "--queries", "query")
     cells = []
     for cold_start in cold_starts:
         cell_inits = chosen_inits or (list(INITS) if cold_start in BOTH_INITS else ["ssl"])

@@ -2,8 +2,8 @@
 
 * ``summary.md`` and ``learning_curves.png`` from the results table alone (:mod:`.summary`, :mod:`.plots`);
 * ``report/selection_<cold start>_seed<k>_n<budget>.png``: the images each cold start chose at the smallest
-  budget, one row per cluster for the clustering strategies (what SAAL's clusters stand for);
-* ``report/overlays_<cell>_seed<k>_n<budget>_{best,worst}.png``: test predictions of the strategy
+  budget, in colour and rank order, framed by cluster for the clustering strategies;
+* ``report/overlays_<cell>_seed<k>_n<budget>_{best,worst}.png``: test predictions of the cell
   with the best mean Dice at the smallest budget, its best and worst images;
 * ``report.html``: all of the above in one self-contained file.
 
@@ -19,75 +19,74 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..active.loop import LoopDir, run_simulated
+from ..data.thumbnails import colour_thumbnails
 from ..io import read_csv
+from ..render import html
+from ..segmentation import evaluate, save_prediction_overlays
+from ..selection import make_cold_start
+from ..selection.figures import selection_sheet
 from .collect import RESULTS_FILE, task_dir
 from .locks import LOCKS_DIR, locked
 from .matrix import Cell
-from .summary import Results, budget_stats, load_results, write_summary_md
-
-if TYPE_CHECKING:
-    from .runner import Shared
+from .plots import plot_learning_curves
+from .results import Results, load_results
+from .stats import budget_stats
+from .summary import Summary, write_summary_md
+from .tasks import Shared, Task, loop_config
 
 REPORT_DIR = "report"
 #: Test images shown per overlay figure (best ones, worst ones).
 N_OVERLAY = 4
 
 
-def _first_seed(results: Results, strategy: str) -> int:
-    return min(r.seed for r in results.rows if r.strategy == strategy)
+def _first_seed(results: Results, cell: str) -> int:
+    return min(r.seed for r in results.rows if r.cell == cell)
 
 
-def selection_sheets(shared: "Shared", results: Results) -> list[tuple[str, Path]]:
-    """One contact sheet per cold start in the results (SAAL first), for its first seed, smallest budget."""
-    from ..selection import get_strategy
-    from ..selection.figures import contact_sheet_by_cluster
-
+def selection_sheets(shared: Shared, results: Results) -> list[tuple[str, Path]]:
+    """One picture per cold start in the results (SAAL first), for its first seed, smallest budget."""
     budget = min(results.budgets)
     by_cold_start: dict[str, str] = {}
-    for strategy in results.strategies:
-        by_cold_start.setdefault(results.meta(strategy)[0], strategy)
+    for cell in results.cells:
+        by_cold_start.setdefault(results.meta(cell)[0], cell)
     order = sorted(by_cold_start, key=lambda c: (c != "saal", list(by_cold_start).index(c)))
     sheets = []
     for cold_start in order:
-        strategy = by_cold_start[cold_start]
-        seed = _first_seed(results, strategy)
+        cell = by_cold_start[cold_start]
+        seed = _first_seed(results, cell)
         png = shared.out_dir / REPORT_DIR / f"selection_{cold_start}_seed{seed}_n{budget}.png"
-        params = {"n_clusters": shared.preset.n_clusters} if cold_start == "saal" else {}
-        selection = get_strategy(cold_start, **params).select(shared.features, budget, seed=seed)
-        labeled = read_csv(task_dir(shared.out_dir, Cell(*results.meta(strategy)), seed) / "labeled_round_0.csv")
+        strategy = make_cold_start(cold_start, n_clusters=shared.preset.n_clusters)
+        selection = strategy.select(shared.features, budget, seed=seed)
+        labeled = read_csv(task_dir(shared.out_dir, Cell(*results.meta(cell)), seed) / "labeled_round_0.csv")
         chosen = [shared.pool.ids[i] for i in selection.indices]
         if chosen != [row["image_id"] for row in labeled]:
             raise RuntimeError(f"the recomputed {cold_start} cold start (seed {seed}) differs from the images "
-                               f"{strategy} labeled; the loop's selection settings changed")
+                               f"{cell} labeled; the loop's selection settings changed")
         if not png.is_file():
-            contact_sheet_by_cluster(png, shared.pool.images, selection, shared.pool.ids)
+            selection_sheet(png, colour_thumbnails(shared.pool, selection.indices, 128), selection, shared.pool.ids)
         clusters = int(np.unique(selection.cluster[selection.cluster >= 0]).size)
         grouped = f", {clusters} clusters" if clusters else ""
         sheets.append((f"{cold_start} cold start, seed {seed}: {budget} images{grouped}", png))
     return sheets
 
 
-def best_strategy_at_smallest_budget(results: Results) -> tuple[str, int, float]:
-    """(strategy, budget, mean Dice) of the strategy with the highest mean Dice at the smallest budget."""
+def best_cell_at_smallest_budget(results: Results) -> tuple[str, int, float]:
+    """(cell, budget, mean Dice) of the cell with the highest mean Dice at the smallest budget."""
     budget = min(results.budgets)
     stats = [st for st in budget_stats(results, "dice") if st.n_labeled == budget]
     best = max(stats, key=lambda st: st.mean)
-    return best.strategy, budget, best.mean
+    return best.cell, budget, best.mean
 
 
-def prediction_overlays(shared: "Shared", results: Results, *, progress: bool = True) -> list[tuple[str, Path]]:
-    """Best and worst test predictions of the best strategy at the smallest budget (its first seed)."""
-    from ..active.loop import LoopDir, run_simulated
-    from ..segmentation import evaluate, save_prediction_overlays
-    from .runner import Task, loop_config
-
-    strategy, budget, _ = best_strategy_at_smallest_budget(results)
-    cell = Cell(*results.meta(strategy))
-    seed = _first_seed(results, strategy)
+def prediction_overlays(shared: Shared, results: Results, *, progress: bool = True) -> list[tuple[str, Path]]:
+    """Best and worst test predictions of the best cell at the smallest budget (its first seed)."""
+    name, budget, _ = best_cell_at_smallest_budget(results)
+    cell = Cell(*results.meta(name))
+    seed = _first_seed(results, name)
     stem = f"overlays_{cell.name}_seed{seed}_n{budget}"
     pngs = {kind: shared.out_dir / REPORT_DIR / f"{stem}_{kind}.png" for kind in ("best", "worst")}
     if not all(p.is_file() for p in pngs.values()):
@@ -102,17 +101,21 @@ def prediction_overlays(shared: "Shared", results: Results, *, progress: bool = 
         order = np.argsort(-dice, kind="stable")
         test = shared.test
         for kind, index in (("best", order[:k]), ("worst", order[::-1][:k])):
-            save_prediction_overlays(pngs[kind], test.images[index], test.masks[index], result.predictions[index],
-                                     [test.ids[i] for i in index], dice[index])
-    where = f"{strategy}, seed {seed}, {budget} labeled images"
+            save_prediction_overlays(pngs[kind], colour_thumbnails(test, index, 128), test.masks[index],
+                                     result.predictions[index], [test.ids[i] for i in index], dice[index])
+    where = f"{name}, seed {seed}, {budget} labeled images"
     return [(f"best test images: {where}", pngs["best"]), (f"worst test images: {where}", pngs["worst"])]
 
 
-def write_experiment_report(out_dir: str | os.PathLike, shared: "Shared", *, progress: bool = True) -> Path:
-    """Write ``summary.md``, ``learning_curves.png`` and ``report.html`` from ``results.csv``; returns the HTML."""
-    from .plots import plot_learning_curves
-    from .report_html import write_html_report
+def summary_sections(summary: Summary) -> tuple[str, str]:
+    """HTML of (preamble and findings, tables) of a summary."""
+    head = (f"<p>{html.inline(summary.preamble())}</p>\n<h2>Findings</h2>\n"
+            + "<ul>" + "".join(f"<li>{html.inline(s)}</li>" for s in summary.statements) + "</ul>\n")
+    return head, "".join(t.to_html() for t in summary.tables())
 
+
+def write_experiment_report(out_dir: str | os.PathLike, shared: Shared, *, progress: bool = True) -> Path:
+    """Write ``summary.md``, ``learning_curves.png`` and ``report.html`` from ``results.csv``; returns the HTML."""
     out_dir = Path(out_dir)
     results = load_results(out_dir / RESULTS_FILE)
     summary = write_summary_md(out_dir / "summary.md", results)
@@ -120,6 +123,17 @@ def write_experiment_report(out_dir: str | os.PathLike, shared: "Shared", *, pro
     with locked(out_dir / LOCKS_DIR / "report.lock"):
         sheets = selection_sheets(shared, results)
         overlays = prediction_overlays(shared, results, progress=progress)
+    findings, tables = summary_sections(summary)
+    sections = [
+        findings,
+        "<h2>Learning curves</h2>\n" + html.figure(
+            "Dice vs labeled images: mean ± std over seeds (thin lines: single seeds); dashed: full supervision",
+            curves),
+        tables,
+        html.gallery("Images selected for annotation", sheets,
+                     "The cold-start selections at the smallest budget, in colour and rank order."),
+        html.gallery("Prediction overlays", overlays,
+                     "Test images with the best and the worst Dice: prediction over ground truth."),
+    ]
     title = f"saal experiment: {shared.preset.name} preset, {len(shared.pool)} pool / {len(shared.test)} test images"
-    return write_html_report(out_dir / "report.html", summary=summary, learning_curves_png=curves,
-                             selection_sheets=sheets, overlays=overlays, title=title)
+    return html.write_page(out_dir / "report.html", title, sections)

@@ -27,71 +27,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
+from ..active.loop import LoopConfig, run_simulated
 from ..config import Preset, get_preset
-from ..data.dataset import LesionData
 from ..errors import SaalError
-from ..io import append_jsonl
-from .collect import collect_results, read_done, task_dir, write_done
+from ..io import append_jsonl, load_state
+from ..pipeline import pool_features, ssl_weights
+from ..workspace import open_workspace
+from .collect import collect_results, read_done, write_done
 from .locks import LOCKS_DIR, FileLock, LockOwner, current_owner, locked
-from .matrix import FULL_CELL, Cell, build_matrix, resolve_seeds
-
-if TYPE_CHECKING:
-    from ..active.loop import LoopConfig
+from .matrix import build_matrix, resolve_seeds
+from .report import write_experiment_report
+from .tasks import Shared, Task, loop_config, plan_tasks
 
 PREPARE_LOCK = "prepare.lock"
 RUNS_LOG = "runs.jsonl"  # in each cell folder: one line per process start / finish, for the record
 _POLL_S = 2.0
 
 
-@dataclass(frozen=True)
-class Task:
-    """One cell at one seed."""
-
-    cell: Cell
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.cell.name} seed {self.seed}"
-
-    def directory(self, out_dir: Path) -> Path:
-        return task_dir(out_dir, self.cell, self.seed)
-
-    def lock_path(self, out_dir: Path) -> Path:
-        return out_dir / LOCKS_DIR / f"{self.cell.name}-seed{self.seed}.lock"
-
-
-def plan_tasks(cells: Sequence[Cell], seeds: Sequence[int]) -> list[Task]:
-    """Seed-major order, the full-supervision reference after each seed's cells.
-
-    Seed-major means a partial run already holds complete comparisons (every strategy at seed 0)
-    rather than many seeds of the first strategies only.
-    """
-    return [Task(cell, seed) for seed in seeds for cell in (*cells, FULL_CELL)]
-
-
-@dataclass
-class Shared:
-    """What every cell reuses: the data split, the SSL weights and the pool features."""
-
-    out_dir: Path
-    preset: Preset
-    pool: LesionData
-    test: LesionData
-    features: np.ndarray
-    ssl_state: Mapping[str, Any]
-
-
 def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None, preset: Preset | str | None = None,
             progress: bool = True, **data_options: Any) -> Shared:
     """Open the workspace, pretrain and extract features if not done yet (under the prepare lock)."""
-    from ..io import load_state
-    from ..workspace import open_workspace, pool_features, ssl_weights
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SaalError(f"--out {out_dir}: exists and is not a directory")
@@ -113,26 +70,15 @@ def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None
     return Shared(out_dir, ws.preset, ws.pool, ws.test, features, load_state(weights))
 
 
-def loop_config(task: Task, shared: Shared) -> "LoopConfig":
-    """The active-learning loop settings of one task (the full reference labels the whole pool at once)."""
-    from ..active.loop import LoopConfig
-    from ..segmentation import SegConfig
-
-    preset = shared.preset
-    common = dict(seg=SegConfig.from_preset(preset), n_clusters=preset.n_clusters, seed=task.seed, init=task.cell.init)
-    if task.cell.is_full:
-        return LoopConfig(budgets=(len(shared.pool),), cold_start="random", query="random", **common)
-    return LoopConfig(budgets=preset.budgets, cold_start=task.cell.cold_start, query=task.cell.query, **common)
-
-
 def is_done(task: Task, shared: Shared) -> bool:
     """Whether ``task`` finished; a finished cell made with other settings is an error, not a silent mix."""
     finished = read_done(task.directory(shared.out_dir))
     if finished is None:
         return False
     wanted = loop_config(task, shared).to_dict()
-    if finished.config != wanted:
-        diff = sorted(k for k in set(wanted) | set(finished.config) if wanted.get(k) != finished.config.get(k))
+    have = LoopConfig.from_dict(finished.config).to_dict()
+    if have != wanted:
+        diff = sorted(k for k in set(wanted) | set(have) if wanted.get(k) != have.get(k))
         raise SaalError(f"{task.directory(shared.out_dir)} was run with other settings ({', '.join(diff)}); "
                         "use a new --out directory to change them")
     return True
@@ -140,8 +86,6 @@ def is_done(task: Task, shared: Shared) -> bool:
 
 def run_task(task: Task, shared: Shared, *, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) one cell's loop and mark it finished; the caller holds its lock."""
-    from ..active.loop import run_simulated
-
     directory = task.directory(shared.out_dir)
     config = loop_config(task, shared)
     me = current_owner()
@@ -239,14 +183,14 @@ def _run_workers(n: int, spec: WorkerSpec, tasks: Sequence[Task], shared: Shared
 
 def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                    preset: Preset | str | None = None, seeds: int | Iterable[int] | None = None,
-                   strategies: str | Iterable[str] | None = None, inits: str | Iterable[str] | None = None,
+                   cold_starts: str | Iterable[str] | None = None, inits: str | Iterable[str] | None = None,
                    queries: str | Iterable[str] | None = None, workers: int = 1, report: bool = True,
                    progress: bool = True, **data_options: Any) -> Path:
     """Run the matrix in ``out_dir`` and write ``results.csv`` (returned), the summary and the report.
 
     ``data``: a dataset folder (None: the embedded synthetic set). ``preset``: a name or a
     :class:`~saal.config.Preset` (None: ``demo`` for a new directory, the recorded one otherwise).
-    ``seeds``: a count or a list (None: the preset's). ``strategies`` / ``inits`` / ``queries``:
+    ``seeds``: a count or a list (None: the preset's). ``cold_starts`` / ``inits`` / ``queries``:
     the matrix, see :func:`~saal.experiments.matrix.build_matrix`. ``workers`` > 1 runs that many
     local worker processes. ``report=False`` stops after ``results.csv`` (no summary, figures or
     HTML). ``data_options`` go to :func:`saal.workspace.open_workspace` (``split_mode``, ``skip_bad``).
@@ -257,10 +201,10 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
     started = time.perf_counter()
     # Check the options before the shared stage, which may pretrain for a long time.
     guess = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
-    build_matrix(guess, strategies=strategies, inits=inits, queries=queries)
+    build_matrix(guess, cold_starts=cold_starts, inits=inits, queries=queries)
     resolve_seeds(seeds, guess)
     shared = prepare(out_dir, data=data, preset=preset, progress=progress, **data_options)
-    cells = build_matrix(shared.preset, strategies=strategies, inits=inits, queries=queries)
+    cells = build_matrix(shared.preset, cold_starts=cold_starts, inits=inits, queries=queries)
     tasks = plan_tasks(cells, resolve_seeds(seeds, shared.preset))
     pending = [t for t in tasks if not is_done(t, shared)]
     if progress:
@@ -279,8 +223,6 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
     claim_loop(tasks, shared, wait=True, progress=progress, on_done=finished)
     results, rows = collect_results(out_dir, [t.cell for t in tasks])
     if report:
-        from .report import write_experiment_report
-
         write_experiment_report(out_dir, shared, progress=progress)
     if progress:
         _say(f"{len(rows)} result rows in {results} ({time.perf_counter() - started:.0f} s)")

@@ -6,7 +6,6 @@ their edge cases are defined in :mod:`saal.segmentation.metrics`.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -62,14 +61,15 @@ def evaluate(model: UNet, test: LesionData, *, batch_size: int = 32, device: str
     return EvalResult(rows=rows, predictions=predictions)
 
 
-def _outline(ax, mask: np.ndarray, color: str) -> None:
-    """Draw the 0.5 contour of ``mask``, closed along the image border (padded by one pixel)."""
+def _outline(ax, mask: np.ndarray, color: str, display_size: int) -> None:
+    """Draw the 0.5 contour of ``mask`` over an image shown at ``display_size`` px, closed along the border."""
     mask = np.asarray(mask, dtype=np.float32)
     if mask.min() == mask.max():
         return
     size = mask.shape[0]
-    coords = np.arange(-1, size + 1)
-    ax.contour(coords, coords, np.pad(mask, 1), levels=[0.5], colors=color, linewidths=1.0)
+    scale = display_size / size
+    coords = (np.arange(-1, size + 1) + 0.5) * scale - 0.5  # mask pixel centres in display pixels
+    ax.contour(coords, coords, np.pad(mask, 1), levels=[0.5], colors=color, linewidths=1.2)
 
 
 def save_prediction_overlays(png: str | os.PathLike, images: np.ndarray, masks: np.ndarray, preds: np.ndarray,
@@ -77,11 +77,14 @@ def save_prediction_overlays(png: str | os.PathLike, images: np.ndarray, masks: 
                              columns: int = 4) -> Path:
     """Write a grid of images with the true (green) and predicted (red) lesion outlines.
 
-    ``images`` uint8 ``(K, S, S, C)``, ``masks`` / ``preds`` ``(K, S, S)`` {0, 1};
-    each panel is titled with its id and score. Drawn on an Agg figure (no
-    display needed) and written atomically.
+    ``images`` uint8 ``(K, D, D, C)``, ``masks`` / ``preds`` ``(K, S, S)`` {0, 1};
+    the images may be larger than the masks (e.g. colour originals shown for
+    64-px predictions): the outlines are scaled to them. Each panel is titled
+    with its id and score. Drawn on an Agg figure and written atomically.
     """
     from matplotlib.figure import Figure
+
+    from ..render.figures import save_figure
 
     k = len(images)
     if not (len(masks) == len(preds) == len(ids) == len(scores) == k) or k == 0:
@@ -89,7 +92,7 @@ def save_prediction_overlays(png: str | os.PathLike, images: np.ndarray, masks: 
                          f"preds {len(preds)}, ids {len(ids)}, scores {len(scores)}")
     ncols = min(columns, k)
     nrows = math.ceil(k / ncols)
-    fig = Figure(figsize=(2.2 * ncols, 2.4 * nrows + 0.3))
+    fig = Figure(figsize=(2.6 * ncols, 2.9 * nrows + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
@@ -99,13 +102,10 @@ def save_prediction_overlays(png: str | os.PathLike, images: np.ndarray, masks: 
             ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
         else:
             ax.imshow(image)
-        _outline(ax, mask, "lime")
-        _outline(ax, pred, "red")
+        _outline(ax, mask, "lime", size)
+        _outline(ax, pred, "red", size)
         ax.set_xlim(-0.5, size - 0.5)
         ax.set_ylim(size - 0.5, -0.5)
-        ax.set_title(f"{image_id}\n{score_name} {score:.3f}", fontsize=7)
-    fig.suptitle("green: ground truth, red: prediction", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return saal_io.atomic_write_bytes(png, buf.getvalue())
+        ax.set_title(f"{image_id}\n{score_name} {score:.3f}", fontsize=9)
+    fig.suptitle("green: ground truth, red: prediction", fontsize=9)
+    return save_figure(fig, png, dpi=100)

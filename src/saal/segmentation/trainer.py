@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -39,7 +38,8 @@ from ..config import Preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..models.unet import TRANSFER_MODES, UNet, UNetConfig, transfer_weights
-from ..runtime import resolve_device
+from ..progress import StepProgress
+from ..runtime import MixedPrecision, resolve_device, spawn_seeds
 from .augment import augment_batch, check_policy
 from .losses import LOSSES, make_loss
 
@@ -133,11 +133,6 @@ class TrainLog:
         return asdict(self)
 
 
-def _stream_seeds(seed: int, n: int) -> list[int]:
-    """``n`` independent 63-bit seeds derived from ``seed``."""
-    return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
-
-
 def batch_schedule(n: int, steps: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
     """``(steps, batch_size)`` image indices: concatenated random permutations of ``range(n)``."""
     passes = math.ceil(steps * batch_size / n)
@@ -156,7 +151,8 @@ def load_initial_weights(model: UNet, state: Mapping[str, torch.Tensor], mode: s
         own = model.state_dict()
         for key in own:
             if key not in state:
-                raise SaalError(f"initial weights lack tensor {key!r} (transfer 'full' needs a complete segmentation model)")
+                raise SaalError(f"initial weights lack tensor {key!r} (transfer 'full' needs a complete "
+                                "segmentation model)")
             if tuple(state[key].shape) != tuple(own[key].shape):
                 raise SaalError(f"initial tensor {key!r} has shape {tuple(state[key].shape)}, the network expects "
                                 f"{tuple(own[key].shape)} (different width or channels?)")
@@ -193,7 +189,7 @@ def train_segmentation(labeled: LesionData, config: SegConfig, *, init_state: Ma
                         f"{config.in_channels} (grayscale option?)")
     device = resolve_device(config.device)
     steps = config.total_steps(len(labeled))
-    init_seed, sampler_seed, augment_seed = _stream_seeds(seed, 3)
+    init_seed, sampler_seed, augment_seed = spawn_seeds(seed, 3)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(init_seed)
         model = UNet(config.unet_config())
@@ -208,8 +204,8 @@ def train_segmentation(labeled: LesionData, config: SegConfig, *, init_state: Ma
     return model, log
 
 
-def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: SegConfig, steps: int, device: torch.device,
-         sampler_seed: int, augment_seed: int, progress: bool) -> list[float]:
+def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: SegConfig, steps: int,
+         device: torch.device, sampler_seed: int, augment_seed: int, progress: bool) -> list[float]:
     """The optimisation loop; returns the loss of every step."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).train()
@@ -221,23 +217,19 @@ def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: Seg
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
                  if config.lr_schedule == "cosine" else None)
-    amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    precision = MixedPrecision.for_device(device, config.amp)
     losses = torch.zeros(steps, device=device)
     report_every = max(1, steps // 50)
-    with _progress_bar(progress, steps) as advance:
+    with StepProgress("segmentation", steps, enabled=progress, transient=True) as bar:
         for step in range(steps):
             index = schedule[step]
             x, y = augment_batch(images[index].float().div_(255.0), masks[index], augment_generator, config.augment)
             x = x.contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            with precision.autocast(device):
                 logits = model(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            precision.step(loss, optimizer)
             if scheduler is not None:
                 scheduler.step()
             losses[step] = loss.detach()
@@ -246,19 +238,5 @@ def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: Seg
                 if not math.isfinite(current):
                     raise SaalError(f"segmentation training diverged (loss {current} at step {step + 1}); "
                                     f"lower the learning rate (now {config.lr})")
-                advance(step + 1, current)
+                bar.update(completed=step + 1, loss=current)
     return losses.cpu().tolist()
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int):
-    """A rich progress bar over the steps (nothing when disabled); yields ``advance(done, loss)``."""
-    if not enabled:
-        yield lambda done, loss: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("segmentation"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("train", total=total, loss="-")
-        yield lambda done, loss: bar.update(task, completed=done, loss=f"{loss:.4f}")

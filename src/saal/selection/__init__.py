@@ -3,7 +3,7 @@
 Typical use::
 
     feats = extract_features(model, data)               # (N, D), dataset order
-    sel = get_strategy("saal", n_clusters=10).select(feats, budget=40, seed=0)
+    sel = make_cold_start("saal", n_clusters=10).select(feats, budget=40, seed=0)
     write_selection_manifest(run / "selection.csv", sel, data.ids, data.sources)
 
 See docs/selection.md for the criterion, the strategies and the incremental semantics.
@@ -29,17 +29,17 @@ from saal.selection.features import (
     standardize,
     whiten,
 )
-from saal.selection.kcenter import KCenterStrategy
+from saal.selection.kcenter import KCenterStrategy, farthest_first
 from saal.selection.kmeans import Clustering, fit_kmeans
 from saal.selection.manifest import ManifestRow, read_selection_manifest, write_selection_manifest
 from saal.selection.probcover import ProbCoverStrategy
-from saal.selection.strategies import STRATEGIES, get_strategy
+from saal.selection.registry import COLD_STARTS, get_cold_start, make_cold_start
 from saal.selection.typiclust import TypiclustStrategy
 from saal.selection.uniform import RandomStrategy
 
 __all__ = [
-    "ColdStartStrategy", "Extension", "Selection", "STRATEGIES", "get_strategy",
-    "SaalStrategy", "RandomStrategy", "KCenterStrategy", "TypiclustStrategy", "ProbCoverStrategy",
+    "ColdStartStrategy", "Extension", "Selection", "COLD_STARTS", "get_cold_start", "make_cold_start",
+    "SaalStrategy", "RandomStrategy", "KCenterStrategy", "farthest_first", "TypiclustStrategy", "ProbCoverStrategy",
     "Clustering", "fit_kmeans", "allocate",
     "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten",
     "save_features", "load_features", "model_fingerprint",

@@ -103,7 +103,26 @@ def nearest_first(clustering: Clustering, taken: np.ndarray, seq: np.ndarray) ->
 
 
 class SaalStrategy(ColdStartStrategy):
-    """k-means, proportional quotas, nearest-to-centre members (the paper's cold start)."""
+    """k-means, proportional quotas, nearest-to-centre members (the paper's cold start).
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+        k of k-means (the paper's value); fewer when the pool has fewer distinct feature rows.
+    n_init : int or None
+        k-means restarts (None: 10 for full k-means, fewer for mini-batch; see :func:`fit_kmeans`).
+    minibatch_above : int
+        Pools larger than this are clustered with mini-batch k-means.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.zeros((40, 2)), np.full((10, 2), 5.0)])
+    >>> x += np.random.default_rng(0).normal(scale=0.1, size=x.shape)
+    >>> sel = SaalStrategy(n_clusters=2).select(x, 5, seed=0)
+    >>> sel.cluster.tolist()   # 4 from the cluster of 40, 1 from the cluster of 10
+    [0, 0, 1, 0, 0]
+    """
 
     name = "saal"
 

@@ -1,8 +1,10 @@
 """Pictures of a selection, for a human to judge it before paying for annotations.
 
-* :func:`contact_sheet_by_cluster` -- the chosen images, one labelled row per
-  cluster (nearest-to-centre first for ``saal``), so one sees what each cluster
-  stands for and whether the picks cover the variety of the pool;
+* :func:`selection_sheet` -- the chosen images in rank order as a grid, each
+  titled with its rank, id, cluster and the strategy's distance, framed in its
+  cluster's colour, so one sees what each cluster stands for and whether the
+  picks cover the variety of the pool. Callers pass the images as the annotator
+  will see them (:func:`saal.data.thumbnails.colour_thumbnails`);
 * :func:`pool_map` -- a 2-D PCA map of the whole pool with the chosen images
   highlighted, coloured by cluster when the strategy made clusters.
 
@@ -12,84 +14,56 @@ atomically.
 
 from __future__ import annotations
 
-import io
+import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib import colormaps
 from matplotlib.figure import Figure
-from PIL import Image
 
 from saal.errors import SelectionError
-from saal.io import atomic_write_bytes
+from saal.render.figures import save_figure, thumbnail
 from saal.selection.base import Selection
 
 
-def _save(fig: Figure, png: str | Path, dpi: int) -> Path:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(png, buf.getvalue())
+def selection_sheet(png: str | Path, images: np.ndarray, selection: Selection, ids: Sequence[str], *,
+                    columns: int = 8, thumb: int = 128, dpi: int = 100) -> Path:
+    """The chosen images as a grid in rank order (``images[j]`` is the image of rank ``j + 1``).
 
-
-def _thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (S, S, C) -> uint8 (size, size, 3)."""
-    img = image[..., 0] if image.shape[-1] == 1 else image
-    pil = Image.fromarray(np.ascontiguousarray(img)).convert("RGB")
-    return np.asarray(pil.resize((size, size), Image.BILINEAR))
-
-
-def _groups(selection: Selection, per_row: int, max_rows: int) -> list[tuple[str, np.ndarray]]:
-    """(label, positions in the selection) per sheet row."""
-    pos = np.arange(len(selection))
-    clusters = selection.cluster
-    if (clusters >= 0).any():
-        rows = []
-        for c in np.unique(clusters):
-            mine = pos[clusters == c]
-            name = f"cluster {c}" if c >= 0 else "no cluster"
-            shown = f" (showing {per_row} of {mine.size})" if mine.size > per_row else f" ({mine.size})"
-            rows.append((name + shown, mine[:per_row]))
-        return rows
-    return [(f"ranks {s + 1}-{min(s + per_row, pos.size)}", pos[s:s + per_row])
-            for s in range(0, min(pos.size, per_row * max_rows), per_row)]
-
-
-def contact_sheet_by_cluster(png: str | Path, images: np.ndarray, selection: Selection, ids: Sequence[str],
-                             *, per_row: int = 10, thumb: int = 96, max_rows: int = 20, dpi: int = 100) -> Path:
-    """The chosen images grouped by cluster, one labelled row per cluster (in selection order).
-
-    Strategies without clusters get rows of ``per_row`` images in rank order
-    (at most ``max_rows`` rows).
+    ``ids`` are the pool's ids (row-aligned with the selection's indices).
     """
-    if images.ndim != 4 or images.shape[0] != len(ids):
-        raise SelectionError(f"{png}: images must be (N, S, S, C) aligned with {len(ids)} ids, got {images.shape}")
+    if images.ndim != 4 or images.shape[0] != len(selection):
+        raise SelectionError(f"{png}: need one (S, S, C) image per selected item ({len(selection)}), "
+                             f"got {images.shape}")
     if len(selection) == 0:
-        raise SelectionError(f"{png}: nothing selected, no contact sheet to draw")
-    rows = _groups(selection, per_row, max_rows)
-    ncols = max(p.size for _, p in rows)
-    fig = Figure(figsize=(1.25 * ncols + 1.8, 1.45 * len(rows) + 0.6))
-    fig.suptitle(f"{selection.strategy}: {len(selection)} selected images")
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, (label, positions) in enumerate(rows):
-        for col in range(ncols):
-            ax = axes[r, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col >= positions.size:
-                ax.set_axis_off()
-                continue
-            p = int(positions[col])
-            i = int(selection.indices[p])
-            ax.imshow(_thumbnail(images[i], thumb))
-            ax.set_title(f"#{p + 1} {ids[i]}", fontsize=6)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-        axes[r, 0].set_axis_on()
-        axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    return _save(fig, png, dpi)
+        raise SelectionError(f"{png}: nothing selected, no sheet to draw")
+    n = len(selection)
+    ncols = min(columns, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(1.55 * ncols, 1.85 * nrows + 0.4), layout="constrained")
+    clustered = bool((selection.cluster >= 0).any())
+    title = f"{selection.strategy}: {n} selected images in rank order"
+    fig.suptitle(title + (" (frame colour: cluster)" if clustered else ""), fontsize=10)
+    cmap = colormaps["tab10" if int(selection.cluster.max(initial=0)) < 10 else "tab20"]
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for rank, ax in enumerate(axes.flat[:n]):
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.imshow(thumbnail(images[rank], thumb))
+        c = int(selection.cluster[rank])
+        d = float(selection.distance[rank])
+        caption = f"#{rank + 1} {ids[int(selection.indices[rank])]}"
+        details = ([f"cluster {c}"] if c >= 0 else []) + ([f"d {d:.3g}"] if math.isfinite(d) else [])
+        ax.set_title(caption + ("\n" + ", ".join(details) if details else ""), fontsize=6.5)
+        for spine in ax.spines.values():
+            spine.set_visible(clustered)
+            spine.set_color(cmap(c % cmap.N) if c >= 0 else "0.5")
+            spine.set_linewidth(3)
+    return save_figure(fig, png, dpi)
 
 
 def pool_map(png: str | Path, features: np.ndarray, selection: Selection, clusters: np.ndarray | None = None,
@@ -138,4 +112,4 @@ def pool_map(png: str | Path, features: np.ndarray, selection: Selection, cluste
     ax.set_title(f"{selection.strategy}: {chosen.size} of {x.shape[0]} images")
     ax.legend(loc="best", fontsize=8, markerscale=1.0)
     fig.tight_layout()
-    return _save(fig, png, dpi)
+    return save_figure(fig, png, dpi)

@@ -110,6 +110,33 @@ def ball_graph(x: np.ndarray, sqn: np.ndarray, centres: np.ndarray, delta: float
 
 
 class ProbCoverStrategy(ColdStartStrategy):
+    """ProbCover: greedy maximum coverage of delta-balls (see the module docstring for the limits).
+
+    Parameters
+    ----------
+    delta : float or None
+        Ball radius in feature units; None: the purity heuristic chooses it.
+    purity : float, default 0.95
+        Share of pure balls the heuristic's delta must keep.
+    n_classes : int, default 10
+        k-means clusters that serve as pseudo-labels for the purity heuristic.
+    purity_sample : int, default 2000
+        Query points the purity is estimated on.
+    max_candidates : int, default 10000
+        Ball centres considered (a seeded subset of larger pools).
+    max_avg_degree : int, default 200
+        Cap on the estimated mean ball size (memory bound of the ball graph).
+    n_init, minibatch_above
+        k-means settings of the pseudo-labels, as in :class:`~saal.selection.cluster.SaalStrategy`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.zeros((20, 1)), np.full((5, 1), 9.0)])
+    >>> ProbCoverStrategy(delta=1.0).select(x, 2).indices.tolist()   # the big ball first, then the other
+    [0, 20]
+    """
+
     name = "probcover"
 
     def __init__(self, delta: float | None = None, purity: float = 0.95, n_classes: int = 10,

@@ -2,16 +2,22 @@
 
 At small budgets the best first labels are *typical* (dense-region) and
 *diverse*. TypiClust clusters the pool into ``|already selected| + budget``
-k-means clusters, then repeatedly takes the largest cluster not yet holding a
-selected item and adds its most typical member, typicality being the inverse
-mean distance to the ``k_neighbors`` (20) nearest neighbours within the cluster.
-Clusters smaller than ``min_cluster_size`` (5) are skipped while larger ones
-remain; the number of clusters is capped at ``max_clusters`` (500) to bound the
-k-means cost, beyond which a cluster can receive a second item (the least
-covered, largest cluster goes first). These three defaults are the values of
-the authors' published setup. ``distance`` is each item's distance to its
-cluster centre; the clustering is redone for every call (its size depends on
-the budget), so the prior items' clusters refer to the current call.
+k-means clusters (at most ``max_clusters``), then visits the clusters in a fixed
+order, fewest labeled members first and larger clusters first among equals,
+taking from each the most typical member not yet chosen. Typicality is the
+inverse of the mean distance to the ``k`` nearest remaining members of the same
+cluster, with ``k = min(k_neighbors, remaining // 2)`` so that a small cluster
+measures density among half of itself. Clusters with fewer than
+``min_cluster_size`` members are never visited. These are the authors'
+published choices (20 neighbours, clusters of more than 5 images, at most 500
+clusters, typicality ``1 / (mean distance + 1e-5)``).
+
+Two cases the published method leaves open, needed on small pools: when no
+cluster is large enough, every cluster is visited; when the budget goes round
+the visiting order again, clusters whose members are all chosen are skipped.
+``distance`` is each item's distance to its cluster centre; the clustering is
+redone for every call (its size depends on the budget), so the prior items'
+clusters refer to the current call.
 """
 
 from __future__ import annotations
@@ -23,23 +29,54 @@ from saal.errors import SelectionError
 from saal.selection.base import ColdStartStrategy, Extension
 from saal.selection.kmeans import MINIBATCH_ABOVE, fit_kmeans
 
+#: Added to the mean neighbour distance before inverting it (the authors' value).
+TYPICALITY_EPS = 1e-5
 
-def mean_knn_distance(x: np.ndarray, k: int) -> np.ndarray:
-    """Mean distance of each row to its ``k`` nearest other rows (exact, brute force)."""
+
+def typicality(x: np.ndarray, k_neighbors: int) -> np.ndarray:
+    """``1 / (mean distance to the k nearest other rows + eps)``, ``k = min(k_neighbors, len(x) // 2)``.
+
+    A single row (no neighbour) gets typicality 0.
+    """
     m = x.shape[0]
-    k = min(k, m - 1)
+    k = min(k_neighbors, m // 2)
     if k < 1:
         return np.zeros(m)
     nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
     dist, _ = nn.kneighbors(x)
     # column 0 is the point itself (or an exact duplicate: also distance 0)
-    return dist[:, 1:].mean(axis=1)
+    return 1.0 / (dist[:, 1:].mean(axis=1) + TYPICALITY_EPS)
 
 
 class TypiclustStrategy(ColdStartStrategy):
+    """TypiClust: one typical image from each of the largest, least covered clusters.
+
+    Parameters
+    ----------
+    k_neighbors : int, default 20
+        Neighbours that define an image's typicality (fewer in clusters smaller than twice this).
+    min_cluster_size : int, default 6
+        Clusters with fewer members are not visited (the authors keep clusters of more than 5).
+    max_clusters : int, default 500
+        Cap on the number of k-means clusters, which bounds the clustering cost at large budgets.
+    n_init : int or None
+        k-means restarts (None: scikit-learn's default for the pool size, see :func:`fit_kmeans`).
+    minibatch_above : int
+        Pools larger than this are clustered with mini-batch k-means.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.zeros((30, 2)), np.full((30, 2), 5.0)])
+    >>> x += np.random.default_rng(0).normal(scale=0.1, size=x.shape)
+    >>> sel = TypiclustStrategy().select(x, 2, seed=0)
+    >>> sorted(int(i) // 30 for i in sel.indices)   # one image from each blob
+    [0, 1]
+    """
+
     name = "typiclust"
 
-    def __init__(self, k_neighbors: int = 20, min_cluster_size: int = 5, max_clusters: int = 500,
+    def __init__(self, k_neighbors: int = 20, min_cluster_size: int = 6, max_clusters: int = 500,
                  n_init: int | None = None, minibatch_above: int = MINIBATCH_ABOVE):
         for opt, val in (("k_neighbors", k_neighbors), ("max_clusters", max_clusters)):
             if int(val) < 1:
@@ -55,30 +92,32 @@ class TypiclustStrategy(ColdStartStrategy):
         cl = fit_kmeans(x, k, seed, n_init=self.n_init, minibatch_above=self.minibatch_above)
         sizes = cl.sizes
         members = np.split(np.argsort(cl.labels, kind="stable"), np.cumsum(sizes)[:-1])
-        covered = np.bincount(cl.labels[prior], minlength=cl.k)
-        free = sizes - covered
+        labeled = np.bincount(cl.labels[prior], minlength=cl.k)
+        # fewest labeled first, then largest, then lowest number; fixed for the whole call
+        every = np.lexsort((np.arange(cl.k), -sizes, labeled))
+        order = every[sizes[every] >= self.min_cluster_size]
         taken = np.zeros(x.shape[0], dtype=bool)
         taken[prior] = True
-        knn_mean: dict[int, np.ndarray] = {}
+
+        def has_free(c: int) -> bool:
+            return bool((~taken[members[c]]).any())
+
         new = np.empty(n_new, dtype=np.int64)
-        typicality = np.full(prior.size + n_new, np.nan)
+        score = np.full(prior.size + n_new, np.nan)
+        turn = 0
         for j in range(n_new):
-            eligible = free > 0
-            big = eligible & (sizes >= self.min_cluster_size)
-            ok = big if big.any() else eligible
-            # least covered first, then largest, then lowest number
-            c = int(np.lexsort((np.arange(cl.k), -sizes, covered, ~ok))[0])
-            if c not in knn_mean:
-                knn_mean[c] = mean_knn_distance(x[members[c]], self.k_neighbors)
-            mine = members[c]
-            score = np.where(taken[mine], np.inf, knn_mean[c])
-            pos = int(np.argmin(score))  # most typical = smallest mean kNN distance
-            i = int(mine[pos])
-            new[j] = i
-            taken[i] = True
-            covered[c] += 1
-            free[c] -= 1
-            typicality[prior.size + j] = 1.0 / score[pos] if score[pos] > 0 else np.inf
+            if not any(has_free(c) for c in order):  # only clusters below the size filter have images left
+                order, turn = every, 0
+            while not has_free(order[turn % order.size]):
+                turn += 1
+            c = int(order[turn % order.size])
+            turn += 1
+            free = members[c][~taken[members[c]]]
+            typ = typicality(x[free], self.k_neighbors)
+            pos = int(np.argmax(typ))
+            new[j] = free[pos]
+            taken[free[pos]] = True
+            score[prior.size + j] = typ[pos]
         chosen = np.concatenate([prior, new])
         return Extension(
             new=new,
@@ -86,5 +125,5 @@ class TypiclustStrategy(ColdStartStrategy):
             distance=cl.distances[chosen],
             pool_clusters=cl.labels,
             centres=cl.centres,
-            info={"n_clusters": cl.k, "typicality": typicality.tolist()},
+            info={"n_clusters": cl.k, "typicality": score.tolist()},
         )

@@ -12,7 +12,15 @@ class RandomStrategy(ColdStartStrategy):
 
     The permutation depends on the seed and the pool size only, so a larger
     budget with the same seed extends a smaller one; items already selected
-    (by this or any other strategy) are skipped.
+    (by this or any other strategy) are skipped. No parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros((100, 1))
+    >>> small = RandomStrategy().select(x, 3, seed=1).indices
+    >>> RandomStrategy().select(x, 5, seed=1).indices[:3].tolist() == small.tolist()
+    True
     """
 
     name = "random"

@@ -15,7 +15,7 @@ Files written to ``<run_dir>/ssl/`` (all atomically, by rank 0 only):
   config, seed, metrics, validation ids. Its presence marks a finished run.
 * ``history.csv``   -- epoch, train_loss, val_loss, lr, seconds.
 * ``samples.png``   -- (damaged | restored | original) rows for a few
-  validation images, refreshed every epoch, for a human to look at.
+  validation images, redrawn with every new best, for a human to look at.
 
 Resume semantics: every random stream (split, initialisation, batch order,
 damage, validation damage) is derived from ``(seed, stream, epoch, rank)``
@@ -30,7 +30,6 @@ finished run made with other settings is an error, never silently mixed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -44,9 +43,11 @@ import torch.nn.functional as F
 from ..config import Preset, get_preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
-from ..io import atomic_write_bytes, load_state, read_csv, read_json, save_state, write_csv, write_json
+from ..io import load_state, read_csv, read_json, save_state, write_csv, write_json
 from ..models.unet import UNet, UNetConfig
-from ..runtime import generator
+from ..progress import StepProgress
+from ..render.figures import image_grid
+from ..runtime import MixedPrecision, generator, stream_seed
 from . import distributed as ddp
 from .transforms import GenesisConfig, corrupt
 
@@ -148,19 +149,13 @@ class PretrainResult:
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _stream_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed for one random stream, independent of every other (seed, parts)."""
-    state = np.random.SeedSequence([seed, *parts]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, validation) positions of a pool of ``n`` images, each sorted."""
     if n < 2:
         raise SaalError(f"the pool has {n} image(s); self-supervised pretraining needs at least 2 "
                         "(training + validation)")
     n_val = min(n - 1, max(1, round(fraction * n)))
-    perm = np.random.default_rng(_stream_seed(seed, _SPLIT)).permutation(n)
+    perm = np.random.default_rng(stream_seed(seed, _SPLIT)).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -182,21 +177,9 @@ def _check_fingerprint(found: dict, expected: dict, path: Path) -> None:
                         "pass --force to start over or use another run directory")
 
 
-def _samples_png(damaged: torch.Tensor, restored: torch.Tensor, original: torch.Tensor) -> bytes:
-    """One row per image: damaged | restored | original, separated by white lines."""
-    from PIL import Image
-
-    n, c, h, w = original.shape
-    gap = 2
-    canvas = np.full((n * (h + gap) - gap, 3 * (w + gap) - gap, c), 255, dtype=np.uint8)
-    for col, t in enumerate((damaged, restored, original)):
-        arr = (t.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        for row in range(n):  # a handful of thumbnails
-            canvas[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = arr[row]
-    image = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+def _uint8_images(t: torch.Tensor) -> np.ndarray:
+    """float ``(N, C, H, W)`` in [0, 1] -> uint8 ``(N, H, W, C)``."""
+    return (t.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- reading results
@@ -254,7 +237,7 @@ class _Run:
         self.unet_cfg = UNetConfig(in_channels=pool.channels, out_channels=pool.channels,
                                    base_width=config.base_width, dropout=0.0)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(_stream_seed(seed, _INIT))
+            torch.manual_seed(stream_seed(seed, _INIT))
             self.model = UNet(self.unet_cfg)
         self.model.to(self.dev)
         if config.channels_last:
@@ -270,12 +253,7 @@ class _Run:
         else:
             self.opt = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=0.9)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=config.step_epochs, gamma=config.lr_gamma)
-        self.amp_dtype = None
-        self.scaler = None
-        if config.amp and self.dev.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            if self.amp_dtype == torch.float16:
-                self.scaler = torch.amp.GradScaler("cuda")
+        self.precision = MixedPrecision.for_device(self.dev, config.amp)
 
         self.epoch = 0
         self.best_val = math.inf
@@ -302,7 +280,8 @@ class _Run:
         return {
             "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else {},
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler else {},
             "epoch": self.epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early, "history": self.history,
         }
@@ -316,8 +295,8 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        if self.scaler and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
+        if self.precision.scaler and state["scaler"]:
+            self.precision.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best_val = int(state["epoch"]), float(state["best_val"])
         self.best_epoch, self.bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
         self.stopped_early = bool(state["stopped_early"])
@@ -341,41 +320,33 @@ class _Run:
         world, rank = self.ctx.world_size, self.ctx.rank
         global_batch = self.local_batch * world
         need = self.steps * global_batch
-        rng = np.random.default_rng(_stream_seed(self.seed, _ORDER, epoch))
+        rng = np.random.default_rng(stream_seed(self.seed, _ORDER, epoch))
         order = np.concatenate([rng.permutation(self.train_pos) for _ in range(-(-need // len(self.train_pos)))])
         batches = order[:need].reshape(self.steps, global_batch)[:, rank::world]
         return torch.from_numpy(np.ascontiguousarray(batches)).to(self.dev)
 
     def _restore(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The network's restoration in [0, 1] (sigmoid, computed in float32 under mixed precision)."""
-        if self.amp_dtype is None:
-            return torch.sigmoid(net(self._to_net(x)))
-        with torch.autocast(self.dev.type, dtype=self.amp_dtype):
+        with self.precision.autocast(self.dev):
             out = net(self._to_net(x))
         return torch.sigmoid(out.float())
 
     # -- epoch -----------------------------------------------------------------
 
-    def train_epoch(self, epoch: int, bar) -> float:
+    def train_epoch(self, epoch: int, bar: StepProgress) -> float:
         self.net.train()
         batches = self._epoch_batches(epoch)
-        g = generator(_stream_seed(self.seed, _DAMAGE, epoch, self.ctx.rank), self.dev)
+        g = generator(stream_seed(self.seed, _DAMAGE, epoch, self.ctx.rank), self.dev)
         total = torch.zeros((), device=self.dev)
         for step in range(self.steps):
             inputs, targets = corrupt(self._batch(batches[step]), g, self.cfg.genesis)
             loss = F.mse_loss(self._restore(self.net, inputs), targets)
             self.opt.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.opt)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.opt.step()
+            self.precision.step(loss, self.opt)
             total += loss.detach()
-            if bar is not None:  # reading the loss syncs a GPU: refresh the figure every 10 steps
-                refresh = step % 10 == 9 or step == self.steps - 1
-                bar.advance(float(total) / (step + 1) if refresh else None)
+            # reading the loss syncs a GPU: refresh the figure every 10 steps only
+            refresh = bar.enabled and (step % 10 == 9 or step == self.steps - 1)
+            bar.update(advance=1, loss=float(total) / (step + 1) if refresh else None)
         return float(self.ctx.all_mean(total / self.steps))
 
     @torch.no_grad()
@@ -383,7 +354,7 @@ class _Run:
         """Mean restoration MSE on the validation part, with the same damage every epoch."""
         self.model.eval()
         pos = torch.from_numpy(self.val_pos[self.ctx.rank::self.ctx.world_size]).to(self.dev)
-        g = generator(_stream_seed(self.seed, _VAL, self.ctx.rank), self.dev)
+        g = generator(stream_seed(self.seed, _VAL, self.ctx.rank), self.dev)
         total = torch.zeros((), device=self.dev, dtype=torch.float64)
         for chunk in pos.split(self.local_batch):
             inputs, targets = corrupt(self._batch(chunk), g, self.cfg.genesis)
@@ -398,10 +369,12 @@ class _Run:
         if k == 0:
             return
         self.model.eval()
-        g = generator(_stream_seed(self.seed, _SAMPLES), self.dev)
+        g = generator(stream_seed(self.seed, _SAMPLES), self.dev)
         inputs, targets = corrupt(self._batch(torch.from_numpy(self.val_pos[:k]).to(self.dev)), g, self.cfg.genesis)
         restored = self._restore(self.model, inputs)
-        atomic_write_bytes(self.ssl_dir / "samples.png", _samples_png(inputs, restored, targets))
+        columns = [_uint8_images(t) for t in (inputs, restored, targets)]
+        image_grid(self.ssl_dir / "samples.png", [list(row) for row in zip(*columns)],
+                   column_titles=["damaged input", "restored", "original"])
 
     def end_epoch(self, epoch: int, train_loss: float, val_loss: float, lr: float, seconds: float) -> bool:
         """Book-keeping after an epoch; returns whether validation improved."""
@@ -425,8 +398,8 @@ class _Run:
             return
         if improved:
             save_state(self.ssl_dir / "weights.pt", self.model.state_dict())
+            self.write_samples()  # the restorations of the weights just saved
         write_csv(self.ssl_dir / "history.csv", self.history, HISTORY_FIELDS)
-        self.write_samples()
         save_state(self.ckpt_path, self._state())
 
     def finish(self) -> PretrainResult:
@@ -455,14 +428,15 @@ class _Run:
         return result
 
     def run(self) -> PretrainResult:
-        with _Bar(self.show, self.cfg.epochs * self.steps, self.epoch * self.steps) as bar:
+        with StepProgress("ssl", self.cfg.epochs * self.steps, enabled=self.show,
+                          completed=self.epoch * self.steps) as bar:
             for epoch in range(self.epoch, self.cfg.epochs):
                 if self.done:
                     break
                 t0 = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
-                bar.epoch(epoch + 1, self.cfg.epochs)
-                train_loss = self.train_epoch(epoch, bar if self.show else None)
+                bar.describe(f"ssl epoch {epoch + 1}/{self.cfg.epochs}")
+                train_loss = self.train_epoch(epoch, bar)
                 val_loss = self.validate()
                 self.sched.step()
                 improved = self.end_epoch(epoch, train_loss, val_loss, lr, time.perf_counter() - t0)
@@ -472,45 +446,8 @@ class _Run:
             if self.stopped_early:
                 bar.log(f"stopped early: no validation improvement for {self.cfg.patience} epochs "
                         f"(best {self.best_val:.5f} at epoch {self.best_epoch})")
+            bar.finish()
         return self.finish()
-
-
-class _Bar:
-    """A rich progress bar over all training steps with the running loss; silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int, completed: int):
-        self.enabled, self.total, self.completed = enabled, total, completed
-        self.progress = None
-
-    def __enter__(self) -> "_Bar":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-                                     TimeRemainingColumn())
-            self.progress.start()
-            self.task = self.progress.add_task("ssl", total=self.total, completed=self.completed, loss="-")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def epoch(self, epoch: int, epochs: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, description=f"ssl epoch {epoch}/{epochs}")
-
-    def advance(self, loss: float | None) -> None:
-        if loss is None:
-            self.progress.update(self.task, advance=1)
-        else:
-            self.progress.update(self.task, advance=1, loss=f"{loss:.5f}")
-
-    def log(self, line: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(line)
 
 
 def pretrain(pool: LesionData, run_dir: str | Path, *, preset: Preset | str | None = None,

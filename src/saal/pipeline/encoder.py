@@ -1,0 +1,91 @@
+"""The self-supervised encoder of a run: its weights (pretraining on the pool first if needed) and its features.
+
+Selection, training and the representative / diversity queries all read the
+same two things, so they are made once per run directory and reused: the
+restoration U-Net in ``ssl/`` and the pool's bottleneck features in ``features/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SaalError, SelectionError
+from ..io import load_state, read_json
+from ..models.unet import UNet, UNetConfig
+from ..runtime import resolve_device
+from ..selection import extract_features, load_features, model_fingerprint, save_features
+from ..ssl import PretrainConfig, pretrain
+from ..workspace import Workspace
+
+FEATURES_DIR = "features"
+
+
+def ssl_weights(ws: Workspace, *, epochs: int | None = None, resume: bool = False, force: bool = False,
+                device: str = "auto", progress: bool = True) -> Path:
+    """The run's self-supervised weights (``ssl/weights.pt``), pretraining on the pool first if needed.
+
+    Pretraining sees the pool only, never the test images; a finished run is
+    reused, an interrupted one continued (see :func:`saal.ssl.pretrain`).
+    """
+    config = PretrainConfig.from_preset(ws.preset, epochs=epochs)
+    result = pretrain(ws.pool, ws.run_dir, config=config, seed=ws.seed, device=device, resume=resume,
+                      force=force, progress=progress)
+    return result.weights_path
+
+
+def ssl_state(ws: Workspace, init: str, *, progress: bool = True) -> dict | None:
+    """The self-supervised weights for ``init == 'ssl'`` (pretraining first if needed), else None."""
+    return load_state(ssl_weights(ws, progress=progress)) if init == "ssl" else None
+
+
+def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *,
+                 progress: bool = True) -> tuple[UNet, Path]:
+    """The U-Net whose bottleneck gives the selection features: given ``weights`` or the run's SSL ones.
+
+    A weights file outside the run is read with the ``model.json`` beside it when
+    there is one (as ``saal pretrain`` writes), else with the preset's width.
+    """
+    path = Path(weights) if weights is not None else ssl_weights(ws, progress=progress)
+    if not path.is_file():
+        raise SaalError(f"{path}: weights file not found")
+    meta = path.parent / "model.json"
+    if meta.is_file() and "unet" in (recorded := read_json(meta)):
+        config = UNetConfig(**recorded["unet"])
+    else:
+        config = UNetConfig(in_channels=ws.pool.channels, out_channels=ws.pool.channels,
+                            base_width=ws.preset.base_width)
+    if config.in_channels != ws.pool.channels:
+        raise SaalError(f"{path}: the network takes {config.in_channels}-channel images but this run's images "
+                        f"have {ws.pool.channels} channel(s)")
+    model = UNet(config)
+    try:
+        model.load_state_dict(load_state(path))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise SaalError(f"{path}: not weights of a U-Net of width {config.base_width} ({first})") from None
+    return model.eval(), path
+
+
+def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, device: str = "auto",
+                  progress: bool = True) -> np.ndarray:
+    """SSL bottleneck features of the pool in pool order, extracted once and cached in ``features/``.
+
+    The cache records which weights made it; other weights re-extract.
+    """
+    model, path = load_encoder(ws, weights, progress=progress)
+    fingerprint = model_fingerprint(model)
+    directory = ws.path(FEATURES_DIR)
+    try:
+        cached = load_features(directory, expected_ids=ws.pool.ids)
+        if cached.meta.get("model") == fingerprint and cached.meta.get("pool") == ws.preset.feature_pool:
+            return cached.features
+    except SelectionError:
+        pass
+    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, device=resolve_device(device),
+                             progress=progress)
+    save_features(directory, ws.pool.ids, feats, {"model": fingerprint, "pool": ws.preset.feature_pool,
+                                                    "weights": str(path)})
+    return feats

@@ -1,0 +1,149 @@
+"""The human-in-the-loop cycle on a run directory: train -> query -> (annotators draw) -> import -> train ...
+
+Every function takes a :class:`~saal.workspace.Workspace` and leaves its results
+as plain files in ``RUN/active/`` (the loop directory, see
+:mod:`saal.active.loop`) and ``RUN/annotate/round_N/`` (the batches for annotators).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..active import LoopConfig, LoopDir, export_batch, import_batch, read_manifest
+from ..active.loop import loop_query, plot_curve, query_ids, train_and_evaluate
+from ..errors import SaalError
+from ..io import read_json, write_json
+from ..workspace import Workspace
+from .encoder import pool_features, ssl_state
+from .select import plan_cold_start, selection_plan
+
+ACTIVE_DIR = "active"
+ANNOTATE_DIR = "annotate"
+PENDING_FILE = "pending.json"
+
+
+def loop_dir(ws: Workspace) -> LoopDir:
+    """The run's active-learning folder (``RUN/active``)."""
+    return LoopDir(ws.path(ACTIVE_DIR))
+
+
+def run_loop_config(ws: Workspace, **options: Any) -> LoopConfig:
+    """The loop settings of this run: its preset, its images' channels, its seed unless ``options`` give one."""
+    return LoopConfig.from_preset(ws.preset, in_channels=ws.pool.channels, **{"seed": ws.seed, **options})
+
+
+def train_model(ws: Workspace, *, init: str = "ssl", finetune: str = "restart", steps: int | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Train on every image labeled so far, evaluate on the test split (when it has masks), record the round."""
+    loop = loop_dir(ws)
+    active = loop.load_active(ws.pool.ids)
+    if active.n_labeled == 0:
+        raise SaalError("no image is labeled yet: 'saal query' exports the first batch to annotate, "
+                        "'saal annotate import DIR' adds the masks")
+    round = max(active.round_of(k) or 0 for k in active.labeled_ids)
+    config = run_loop_config(ws, budgets=(active.n_labeled,), steps=steps, cold_start=plan_cold_start(ws),
+                             query=_last_query(loop), init=init, finetune=finetune)
+    _, record = train_and_evaluate(loop, active, ws.pool, ws.test, config=config, round=round,
+                                   ssl_state=ssl_state(ws, init, progress=progress), progress=progress)
+    plot_curve(loop, title=f"{config.cold_start} cold start, {init} init: Dice after each round")
+    return record
+
+
+def _last_query(loop: LoopDir) -> str:
+    pending = loop.file(PENDING_FILE)
+    if not pending.is_file():
+        return "none"
+    record = read_json(pending)
+    return record.get("query", record.get("strategy", "none"))  # "strategy": written before 0.2
+
+
+@dataclass
+class QueryResult:
+    round: int
+    ids: list[str]
+    batch_dir: Path | None  # the folder for annotators; None when the oracle labeled them at once
+
+
+def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None, oracle: bool = False,
+               progress: bool = True) -> QueryResult:
+    """Pick the next images to annotate and export them for annotators (or label them from the data's masks).
+
+    The first batch is the cold-start plan (``selection.csv``); later ones are
+    chosen by ``query`` (default: the preset's) with the newest model, which
+    must have been trained on the current labeled set.
+    """
+    loop = loop_dir(ws)
+    active = loop.load_active(ws.pool.ids)
+    pending_file = loop.file(PENDING_FILE)
+    if pending_file.is_file():
+        pending = read_json(pending_file)
+        waiting = [i for i in pending["ids"] if i not in set(active.labeled_ids)]
+        if waiting:
+            raise SaalError(f"round {pending['round']} still waits for {len(waiting)} mask(s): annotate "
+                            f"{pending['batch_dir']} and run 'saal annotate import {pending['batch_dir']}'")
+    config = run_loop_config(ws, query=query)
+    if active.n_labeled == 0:
+        round, plan = 0, selection_plan(ws)
+        ids = plan if k is None else plan[:k]
+    else:
+        round = max(active.round_of(i) or 0 for i in active.labeled_ids) + 1
+        k = k or _next_increment(ws.preset.budgets, active.n_labeled)
+        chooser = loop_query(config)
+        model = None
+        if chooser.needs_predictions:
+            loaded = loop.load_model("latest")
+            if loaded is None or loaded[1]["n_labeled"] != active.n_labeled:
+                raise SaalError(f"the {config.query} query needs a model trained on the {active.n_labeled} labeled "
+                                "images: run 'saal train' first")
+            model = loaded[0]
+        features = pool_features(ws, progress=progress) if chooser.needs_features else None
+        ids = query_ids(model, active, ws.pool, k, query=chooser, features=features, mc_samples=config.mc_samples,
+                        seed=config.round_seed(round))
+    record = {"round": round, "ids": ids, "query": config.query}
+    if oracle:
+        if ws.pool.masks is None:
+            raise SaalError("--oracle needs data with masks; export the batch for annotators instead")
+        active.label(ids, round=round, source="cold-start" if round == 0 else "oracle")
+        loop.save_active(active)
+        write_json(pending_file, {**record, "batch_dir": ""})
+        return QueryResult(round, ids, None)
+    batch_dir = export_batch(ws.path(ANNOTATE_DIR, f"round_{round}"), ids, ws.pool, round=round)
+    write_json(pending_file, {**record, "batch_dir": str(batch_dir)})
+    return QueryResult(round, ids, batch_dir)
+
+
+def _next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:
+    """How many to query next: up to the preset's next budget, else the schedule's last step."""
+    for b in budgets:
+        if b > n_labeled:
+            return b - n_labeled
+    return budgets[-1] - budgets[-2] if len(budgets) > 1 else budgets[-1]
+
+
+def import_annotations(ws: Workspace, batch_dir: str | os.PathLike) -> list[str]:
+    """Add the masks annotators drew for an exported batch to the labeled set; returns the ids added.
+
+    Every mask is checked (one per queried image, binary, the image's size)
+    before anything is recorded; importing the same batch twice adds nothing.
+    """
+    loop = loop_dir(ws)
+    active = loop.load_active(ws.pool.ids)
+    rows = read_manifest(batch_dir)
+    rounds = {int(r["round"]) for r in rows}
+    if len(rounds) != 1:
+        raise SaalError(f"{batch_dir}: the manifest mixes rounds {sorted(rounds)}")
+    unknown = [r["image_id"] for r in rows if r["image_id"] not in set(ws.pool.ids)]
+    if unknown:
+        raise SaalError(f"{batch_dir}: {len(unknown)} image(s) are not in this run's pool (first: {unknown[0]})")
+    masks = import_batch(batch_dir, image_size=ws.pool.image_size)
+    labeled = set(active.labeled_ids)
+    new = [i for i in masks if i not in labeled]
+    for i in new:
+        loop.save_label(i, masks[i])
+    if new:
+        active.label(new, round=rounds.pop(), source="annotator")
+        loop.save_active(active)
+    return new

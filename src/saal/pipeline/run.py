@@ -1,0 +1,43 @@
+"""``saal run``: the whole pipeline on data with masks, the masks standing in for the annotator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..active import run_simulated
+from ..errors import SaalError
+from ..workspace import Workspace
+from .encoder import pool_features, ssl_state
+from .report import write_run_report
+from .rounds import ACTIVE_DIR, run_loop_config
+from .select import select_images
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    rounds: list[dict[str, Any]]
+    report: Path | None
+
+
+def run_all(ws: Workspace, *, cold_start: str = "saal", query: str | None = None, init: str = "ssl",
+            finetune: str = "restart", progress: bool = True) -> RunResult:
+    """Pretrain -> select -> train -> active-learning rounds -> evaluate -> report, on the data's masks.
+
+    The budgets are the preset's; the cold start is written to
+    ``selection.csv`` first and the loop reads it, as a human team would.
+    """
+    if not ws.labeled_data or ws.test is None:
+        raise SaalError("'saal run' simulates the annotator with the data's masks, but this data has none; "
+                        "use 'saal select' and then 'saal query' / 'saal annotate import' / 'saal train'")
+    budgets = tuple(b for b in ws.preset.budgets if b <= len(ws.pool))
+    if not budgets:
+        raise SaalError(f"the pool of {len(ws.pool)} images is smaller than the first budget {ws.preset.budgets[0]}")
+    selected = select_images(ws, budgets[0], cold_start=cold_start, progress=progress)
+    config = run_loop_config(ws, budgets=budgets, cold_start=cold_start, query=query, init=init, finetune=finetune)
+    features = pool_features(ws, progress=progress)
+    rounds = run_simulated(ws.path(ACTIVE_DIR), ws.pool, ws.test, config=config, features=features,
+                           ssl_state=ssl_state(ws, init, progress=progress), plan=selected.ids, progress=progress)
+    return RunResult(ws.run_dir, rounds, write_run_report(ws, config))
