@@ -102,7 +102,7 @@ def main() -> None:
     for st in budget_stats(results, "dice"):
         if st.n_labeled == smallest:
             std = f"{100 * st.std:4.1f}" if math.isfinite(st.std) else " n/a"
-            print(f"  {st.cell:<26} {_pct(st.mean)} ± {std}  {_pct(st.worst)} ({st.worst_seed})")
+            print(f"  {st.cell:<26} {_pct(st.mean)} ± {std}  {_pct(st.worst)} ({st.worst_replicate[1]})")
     full = [r.dice for r in results.full_rows]
     if full:
         print(f"  {'full supervision':<26} {_pct(sum(full) / len(full))}  ({len(full)} seeds)")

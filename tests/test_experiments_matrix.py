@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -348,3 +350,47 @@ def test_budgets_must_fit_the_pool_and_workers_be_positive(tmp_path):
         run_experiment(tmp_path / "big", preset=TINY.with_overrides(budgets=(2, 40)), progress=False)
     with pytest.raises(SaalError, match="--workers"):
         run_experiment(tmp_path / "w", preset=TINY, workers=0, progress=False)
+
+
+@pytest.mark.slow
+def test_pretraining_seeds_are_replicates_with_their_own_folders(tmp_path, one_thread):
+    out = tmp_path / "ssl2"
+    run_experiment(out, preset=TINY, seeds=2, cold_starts="random,saal", inits="ssl", ssl_seeds=2, full_seeds=1,
+                   progress=False, seed=5)
+    for folder in ("ssl/weights.pt", "features/features.npy", "pretraining/seed6/ssl/weights.pt",
+                   "pretraining/seed6/features/features.npy"):
+        assert (out / folder).is_file(), folder
+    assert not (out / "pretraining" / "seed5").exists()  # the run's own pretraining keeps ssl/ and features/
+    assert sorted(p.name for p in (out / "cells" / "saal-ssl-entropy").iterdir()) == [
+        "seed0", "seed1", "ssl6-seed0", "ssl6-seed1"]
+    assert sorted(p.name for p in (out / "cells" / "full").iterdir()) == ["seed0", "ssl6-seed0"]  # full_seeds=1
+    results = load_results(out / "results.csv")
+    assert results.ssl_seeds == [5, 6]
+    assert sorted(results.curves("saal-ssl-entropy")) == [(5, 0), (5, 1), (6, 0), (6, 1)]
+    # the two pretraining runs differ, so their features (and the saal picks) may differ; random picks do not
+    own = read_csv(out / "cells" / "random-ssl-entropy" / "seed0" / "labeled_round_0.csv")
+    other = read_csv(out / "cells" / "random-ssl-entropy" / "ssl6-seed0" / "labeled_round_0.csv")
+    assert [r["image_id"] for r in own] == [r["image_id"] for r in other]
+    assert not np.array_equal(np.load(out / "features" / "features.npy"),
+                              np.load(out / "pretraining" / "seed6" / "features" / "features.npy"))
+    summary = (out / "summary.md").read_text()
+    assert "replicates (2 pretraining runs x seeds)" in summary
+    assert "## Spread by source: pretraining run vs seed" in summary and "| saal-ssl-entropy | 2 | 2 x 2 |" in summary
+    assert re.search(r"\| saal-ssl-entropy \| 2 \| [^|]+ \| \d/4 \|", summary)  # paired over the 4 replicates
+
+
+@pytest.mark.slow
+def test_a_finished_cell_grows_to_more_budgets_without_redoing_its_rounds(tmp_path, one_thread):
+    out = tmp_path / "grow"
+    short = TINY.with_overrides(budgets=(2,))
+    run_experiment(out, preset=short, seeds=1, cold_starts="random", inits="scratch", report=False, progress=False)
+    cell = out / "cells" / "random-scratch-entropy" / "seed0"
+    first = (cell / "eval" / "round_0.csv").read_bytes(), (cell / "eval" / "round_0.csv").stat().st_mtime_ns
+    with pytest.raises(SaalError, match="preset settings differ"):  # not an extension: refused, never mixed
+        run_experiment(out, preset=short.with_overrides(seg_steps=4), seeds=1, cold_starts="random",
+                       inits="scratch", report=False, progress=False)
+    run_experiment(out, preset=TINY, seeds=1, cold_starts="random", inits="scratch", report=False, progress=False)
+    assert ((cell / "eval" / "round_0.csv").read_bytes(), (cell / "eval" / "round_0.csv").stat().st_mtime_ns) == first
+    rows = [r for r in _rows(out / "results.csv") if r["cell"] == "random-scratch-entropy"]
+    assert [r["n_labeled"] for r in rows] == ["2", "4"]
+    assert json.loads((cell / "config.json").read_text())["budgets"] == [2, 4]

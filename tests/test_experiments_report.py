@@ -147,7 +147,7 @@ def test_budget_stats_match_numpy(table):
         assert s.mean == pytest.approx(ref[:, j].mean())
         assert s.std == pytest.approx(ref[:, j].std(ddof=1))
         assert (s.min, s.max) == (pytest.approx(ref[:, j].min()), pytest.approx(ref[:, j].max()))
-        assert s.worst == s.min and s.worst_seed == int(np.argmin(ref[:, j]))
+        assert s.worst == s.min and s.worst_replicate == (0, int(np.argmin(ref[:, j])))
     hd = {(s.cell, s.n_labeled): s for s in budget_stats(results, "hd95")}
     assert hd[(REF, 10)].worst == hd[(REF, 10)].max  # lower is better for distances
 
@@ -161,7 +161,7 @@ def test_normalised_alc_is_0_for_the_reference_1_for_full_and_exact_in_between(t
     x = np.log2(BUDGETS)
     span = x[-1] - x[0]
     expected = [0.05 * span / (FULL * span - trapezoid(ref[s], x)) for s in range(5)]
-    assert [alc[SAAL].per_seed[s] for s in range(5)] == pytest.approx(expected)
+    assert [alc[SAAL].per_seed[(0, s)] for s in range(5)] == pytest.approx(expected)
     assert 0.0 < alc[SAAL].mean < 1.0
     assert alc[SCRATCH].mean < 0.0
     assert alc[SAAL].n_paired == 5 and alc[SAAL].n == 5
@@ -174,7 +174,7 @@ def test_normalised_alc_uses_the_reference_mean_curve_for_an_unpaired_seed():
     alc = {a.cell: a for a in normalised_alc(results_from_rows(rows), REF)}
     x = np.log2(BUDGETS)
     span = x[-1] - x[0]
-    assert alc[SAAL].per_seed[9] == pytest.approx(0.05 * span / (FULL * span - trapezoid(BASE, x)))
+    assert alc[SAAL].per_seed[(0, 9)] == pytest.approx(0.05 * span / (FULL * span - trapezoid(BASE, x)))
     assert alc[SAAL].n == 6 and alc[SAAL].n_paired == 5
 
 

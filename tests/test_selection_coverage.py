@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from saal.errors import SaalError
+from saal.errors import SaalError, SelectionError
 from saal.selection import (
     EXPECTED_UNIFORM,
     coverage_table,
     get_cold_start,
     group_coverage,
     hit_probability,
+    hit_rate,
 )
 
 # 10 images: a x5, b x3, c x2 (interleaved so that row order differs from group order)
@@ -143,3 +144,18 @@ def test_hit_probability_rejects_impossible_sizes():
         hit_probability(10, 2, 11)
     with pytest.raises(SaalError, match="pool size"):
         hit_probability(0, 0, 0)
+
+
+def test_hit_rate_of_a_hand_made_case():
+    members = np.zeros(10, dtype=bool)
+    members[[2, 7]] = True  # 2 melanomas in a pool of 10
+    selections = [[2, 3, 4], [0, 1, 5], [7, 2, 9], [6, 8, 1]]  # hit, miss, hit (twice), miss
+    rate = hit_rate(selections, members)
+    assert (rate.budget, rate.n_selections, rate.rate) == (3, 4, 0.5)
+    assert rate.mean_count == pytest.approx(3 / 4) and rate.expected_count == pytest.approx(3 * 2 / 10)
+    # chance of >= 1 of 2 members among 3 of 10 drawn without replacement: 1 - C(8,3)/C(10,3) = 1 - 56/120
+    assert rate.chance == pytest.approx(1 - 56 / 120)
+    with pytest.raises(SelectionError, match="same size"):
+        hit_rate([[1, 2], [3]], members)
+    with pytest.raises(SelectionError, match="outside the pool"):
+        hit_rate([[1, 12]], members)

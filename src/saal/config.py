@@ -1,15 +1,19 @@
 """Presets: one option picks image size, network width and schedules together.
 
-* ``demo`` -- minutes on a 2-core CPU: 64 px, 16 channels, a small pool of the
-  embedded dataset, pretraining until early stopping (at most 60 epochs). What
-  ``saal run`` does by default.
-* ``cpu``  -- the ISIC 2017 protocol at reduced resolution and width (128 px, 16
-  channels, 1600 pool / 400 test), hours on 2 cores. The budgets start small
-  (10 ... 160 labels): measured on real ISIC 2017, 10 % random labels already
-  reach ~99 % of full-supervision Dice, so selection matters at 10-80 labels.
+* ``demo`` -- minutes on a 2-core CPU: 64 px, 16 channels, a small embedded
+  dataset (500 images: 400 pool / 100 test), pretraining until early stopping
+  (at most 60 epochs). What ``saal run`` does by default.
+* ``cpu``  -- the ISIC 2017 protocol at reduced resolution and width (128 px,
+  16 channels, 400 test images: 1600 pool on ISIC 2017's 2000), hours on 2
+  cores. The budgets start small (10 ... 160 labels): measured on real ISIC
+  2017, 10 % random labels already reach ~99 % of full-supervision Dice, so
+  selection matters at 10-80 labels.
 * ``paper`` -- Zhao et al. (EMBC 2022) as published: 256 px grayscale, 64
   channels, 300 initial labels + 35 x 9 rounds, 10 epochs per round at batch 10,
   Adam 1e-4. Meant for GPUs (about 0.5 images/s on our CPUs).
+
+Every preset pools every non-test image of a user's folder: the pool is what the
+user has, not a number the preset picked.
 
 Training length is a number of optimisation steps (``seg_steps``), the same for
 every budget, so that small labeled sets are not under-trained; the ``paper``
@@ -34,11 +38,13 @@ class Preset:
     grayscale : bool
         Convert the images to one channel (the paper's setting) instead of RGB.
     pool_size : int or None
-        Images of a random split's pool (None: every non-test image).
+        Images of a random split's pool (None, every preset's choice: every non-test image, so a user's
+        whole folder is the pool; set a number only to subsample it, e.g. for a quick measurement).
     test_size : int
-        Images held out for testing in a random split.
+        Images held out for testing in a random split (20 % of a folder too small for it).
     synth_n : int
-        Size of the embedded synthetic dataset when no data folder is given.
+        Size of the embedded synthetic dataset when no data folder is given; with ``test_size`` it
+        sets the embedded pool (demo: 500 images, 100 test, 400 pool).
     base_width : int
         Channels of the U-Net's first level (64 in the paper); the bottleneck has 8x.
     dropout : float
@@ -46,6 +52,10 @@ class Preset:
     ssl_epochs, ssl_batch, ssl_lr, ssl_patience, ssl_val_fraction
         Self-supervised pretraining: epoch cap, batch size, Adam learning rate, epochs without
         validation improvement before stopping, share of the pool held out for validation.
+    cold_start : str
+        The cold start of ``saal run`` and ``saal select`` (see :mod:`saal.selection`).
+    init : {"ssl", "scratch"}
+        Where the segmentation network starts: the self-supervised weights or random weights.
     n_clusters : int
         k of the paper's k-means cold start (and of the representative query).
     feature_pool : int
@@ -77,7 +87,7 @@ class Preset:
     # data
     image_size: int = 64
     grayscale: bool = True
-    pool_size: int | None = 400
+    pool_size: int | None = None
     test_size: int = 100
     synth_n: int = 500
     # network
@@ -90,6 +100,8 @@ class Preset:
     ssl_patience: int = 5
     ssl_val_fraction: float = 0.1
     # cold-start selection
+    cold_start: str = "saal"
+    init: str = "ssl"
     n_clusters: int = 10
     feature_pool: int = 1
     # segmentation
@@ -118,6 +130,12 @@ class Preset:
             fields["budgets"] = tuple(int(b) for b in fields["budgets"])
         return cls(**fields)
 
+    def extends(self, earlier: "Preset") -> bool:
+        """Whether this preset is ``earlier`` with more budgets appended: a run made with it can grow."""
+        n = len(earlier.budgets)
+        return (len(self.budgets) > n and self.budgets[:n] == earlier.budgets
+                and replace(self, budgets=earlier.budgets) == earlier)
+
     def with_overrides(self, **kw) -> "Preset":
         """A copy with the given fields replaced; ``None`` values are ignored."""
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -133,11 +151,11 @@ PRESETS: dict[str, Preset] = {
     # sub-populations".
     "demo": Preset(name="demo", ssl_epochs=60),
     "cpu": Preset(
-        name="cpu", image_size=128, pool_size=1600, test_size=400, synth_n=2000,
+        name="cpu", image_size=128, test_size=400, synth_n=2000,
         ssl_epochs=30, ssl_patience=5, seg_steps=800, budgets=(10, 20, 40, 80, 160), seeds=5,
     ),
     "paper": Preset(
-        name="paper", image_size=256, base_width=64, pool_size=1600, test_size=400, synth_n=2000,
+        name="paper", image_size=256, base_width=64, test_size=400, synth_n=2000,
         ssl_epochs=100, ssl_batch=16, ssl_lr=1e-3, ssl_patience=20,
         seg_steps=0, seg_epochs=10, seg_batch=10, seg_lr=1e-4,
         budgets=tuple(300 + 35 * r for r in range(10)), query="representative", seeds=10,

@@ -73,7 +73,8 @@ def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Pre
     if wanted_preset is not None and recorded["preset"]["name"] != wanted_preset:
         clashes.append(f"--preset {wanted_preset} (made with {recorded['preset']['name']})")
     if isinstance(preset, Preset) and preset != Preset.from_record(recorded["preset"]):
-        clashes.append("preset settings differ")
+        if not preset.extends(Preset.from_record(recorded["preset"])):
+            clashes.append("preset settings differ")
     if seed is not None and int(recorded["seed"]) != int(seed):
         clashes.append(f"--seed {seed} (made with {recorded['seed']})")
     if clashes:
@@ -104,8 +105,8 @@ def _default_split(data: LesionData, preset: Preset, split_mode: str, seed: int)
     test_size = max(1, round(n * SMALL_DATA_TEST_SHARE))
     if n - test_size < 1:
         raise SaalError(f"{n} labeled image(s) cannot be split into a pool and a test set")
-    note = (f"the data has {n} images, fewer than the preset's pool {preset.pool_size} + test {preset.test_size}: "
-            f"using {n - test_size} pool / {test_size} test")
+    wanted = f"pool {preset.pool_size} + test {preset.test_size}" if preset.pool_size else f"test {preset.test_size} + pool"
+    note = f"the data has {n} images, too few for the preset's {wanted}: using {n - test_size} pool / {test_size} test"
     return make_split(data, test_size=test_size, seed=seed), [note]
 
 
@@ -129,6 +130,9 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
         _check_agrees(run_dir, recorded, source, preset, seed)
         source, seed = recorded["source"], int(recorded["seed"])
         chosen = Preset.from_record(recorded["preset"])
+        if isinstance(preset, Preset) and preset.extends(chosen):  # the run grows to more budgets
+            chosen = preset
+            write_json(run_file, {**recorded, "preset": preset.to_dict()})
     else:
         if not create:
             raise SaalError(f"{run_dir} is not a saal run directory (no {RUN_FILE}); "

@@ -25,7 +25,7 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -111,13 +111,14 @@ class LoopConfig:
 
         ``budgets`` (default: the preset's) and ``steps`` (segmentation steps,
         default: the preset's) override the schedule; ``options`` set the other
-        fields (``cold_start``, ``query`` (default: the preset's), ``init``,
-        ``finetune``, ``seed``, ``save_models``); None values are ignored.
+        fields (``cold_start``, ``query``, ``init``, all three defaulting to the
+        preset's, ``finetune``, ``seed``, ``save_models``); None values are ignored.
         """
         options = {k: v for k, v in options.items() if v is not None}
         seg = SegConfig.from_preset(preset, in_channels=in_channels, **({} if steps is None else {"steps": steps}))
+        defaults = {"cold_start": preset.cold_start, "query": preset.query, "init": preset.init}
         return cls(budgets=tuple(budgets or preset.budgets), seg=seg, mc_samples=preset.mc_samples,
-                   n_clusters=preset.n_clusters, **{"query": preset.query, **options})
+                   n_clusters=preset.n_clusters, **{**defaults, **options})
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "LoopConfig":
@@ -132,6 +133,16 @@ class LoopConfig:
         d = asdict(self)
         d["budgets"] = list(self.budgets)
         return d
+
+    def extends(self, earlier: "LoopConfig") -> bool:
+        """Whether this loop is ``earlier`` with more rounds appended (same settings, its budgets a prefix).
+
+        Such a loop continues from ``earlier``'s folder: a finished 10-label run can grow to 10, 20, 40 labels
+        without recomputing its first round.
+        """
+        n = len(earlier.budgets)
+        return (len(self.budgets) > n and self.budgets[:n] == earlier.budgets
+                and replace(self, budgets=earlier.budgets) == earlier)
 
     def round_seed(self, round: int) -> int:
         """Training and query seed of a round: the same for every cell, so seeds pair across cells."""
@@ -201,17 +212,23 @@ class LoopDir:
         atomic_write_bytes(self.label_path(image_id), buf.getvalue())
 
     def check_config(self, config: LoopConfig) -> None:
-        """Write ``config.json`` on first use; afterwards refuse a different configuration."""
+        """Write ``config.json`` on first use; afterwards refuse a different configuration.
+
+        A configuration that only appends budgets to the recorded one (:meth:`LoopConfig.extends`) is
+        accepted and recorded: the loop continues with more rounds.
+        """
         path = self.file("config.json")
         wanted = config.to_dict()
         if path.is_file():
-            have = LoopConfig.from_dict(read_json(path)).to_dict()
-            if have != wanted:
+            recorded = LoopConfig.from_dict(read_json(path))
+            have = recorded.to_dict()
+            if have == wanted:
+                return
+            if not config.extends(recorded):
                 diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
                 raise SaalError(f"{self.path} holds a loop with other settings ({', '.join(diff)}); "
                                 "use a new directory to change them")
-        else:
-            write_json(path, wanted)
+        write_json(path, wanted)
 
 
 # ------------------------------------------------------------------------------ the steps

@@ -44,6 +44,15 @@ def experiment(
     queries: Optional[str] = typer.Option(None, "--queries", metavar="A,B",
                                           help="Queries of the later rounds (default: the preset's): random, "
                                                "entropy, bald, variance, representative, uncertainty-diversity."),
+    ssl_seeds: int = typer.Option(1, "--ssl-seeds", metavar="K", min=1,
+                                  help="Self-supervised pretraining runs (seeds S, S+1, ... from the run's --seed): "
+                                       "every cell and seed is repeated on each, so the results sample the "
+                                       "pretraining too and summary.md shows how much of the spread it causes."),
+    full_seeds: Optional[int] = typer.Option(None, "--full-seeds", metavar="N", min=0,
+                                             help="Run the full-supervision reference for the first N seeds of "
+                                                  "each pretraining run only (default: every seed)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of a new OUTDIR: its (first) pretraining run "
+                                                           "(default 0)."),
     workers: int = typer.Option(1, "--workers", metavar="N",
                                 help="Local worker processes, one torch thread each (2 suits a 2-core machine)."),
     split: str = typer.Option("random", "--split",
@@ -53,25 +62,25 @@ def experiment(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars or messages."),
 ) -> None:
     from ..errors import SaalError
-    from ..experiments.runner import run_experiment
     from ..experiments import budget_stats, load_results
+    from ..experiments.runner import run_experiment
 
     if seeds is not None and seeds < 1:
         raise SaalError(f"--seeds: need at least 1, got {seeds}")
     if split not in ("random", "official"):
         raise SaalError(f"--split: choose random or official, got {split!r}")
     results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, cold_starts=cold_starts, inits=inits,
-                                 queries=queries, workers=workers, progress=not no_progress, split_mode=split,
-                                 skip_bad=skip_bad)
+                                 queries=queries, ssl_seeds=ssl_seeds, full_seeds=full_seeds, workers=workers,
+                                 progress=not no_progress, split_mode=split, skip_bad=skip_bad, seed=seed)
     results = load_results(results_csv)
     smallest = min(results.budgets)
-    typer.echo(f"Dice at {smallest} labeled images (mean ± std over seeds, worst seed):")
+    typer.echo(f"Dice at {smallest} labeled images (mean ± std over replicates, worst one):")
     width = max(len(c) for c in results.cells)
     for st in budget_stats(results, "dice"):
         if st.n_labeled == smallest:
             spread = f" ± {100 * st.std:.1f}" if st.n > 1 else ""
             typer.echo(f"  {st.cell:<{width}}  {100 * st.mean:5.1f}{spread}  (worst {100 * st.worst:.1f}, "
-                       f"{st.n} seed{'s' if st.n != 1 else ''})")
+                       f"{st.n} replicate{'s' if st.n != 1 else ''})")
     for name in ("results.csv", "summary.md", "learning_curves.png", "report.html"):
         typer.echo(f"{name:<20} {Path(out) / name}")
 

@@ -19,7 +19,7 @@ DATA_HELP = ("Dataset folder (ISIC 2016/2017/2018 layout, images/ + masks/, or u
              "Default: the embedded synthetic dataset. Only needed when the run directory is new.")
 PRESET_HELP = "demo (minutes on a CPU, 64 px), cpu (ISIC protocol at 128 px), paper (256 px, 64 channels; GPUs)."
 COLD_START_HELP = ("saal (the paper: k-means on the SSL features, a share per cluster, nearest the centre first), "
-                   "random, kcenter (core-set), typiclust, probcover.")
+                   "random, kcenter (core-set), typiclust, probcover. Default: the preset's.")
 QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, variance (MC dropout), "
               "uncertainty-diversity, representative (the paper's cluster criterion continued). Default: the preset's.")
 
@@ -71,7 +71,7 @@ def select_cmd(
     budget: int = typer.Option(..., "--budget", "-b", min=1, help="Total number of images to annotate first."),
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
-    cold_start: str = typer.Option("saal", "--cold-start", help=COLD_START_HELP),
+    cold_start: Optional[str] = typer.Option(None, "--cold-start", help=COLD_START_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights",
                                            help="SSL weights to take the features from (default: pretrain in RUN)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="k of k-means (default 10)."),
@@ -102,7 +102,7 @@ INIT_HELP = ("ssl (from the self-supervised weights, the paper's method) or scra
 
 def train_cmd(
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
-    init: str = typer.Option("ssl", "--init", help=INIT_HELP),
+    init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
     finetune: str = typer.Option("restart", "--finetune",
                                  help="restart from the init weights, or continue from the previous model."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the preset's)."),
@@ -170,9 +170,9 @@ def run_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
-    cold_start: str = typer.Option("saal", "--cold-start", help=COLD_START_HELP),
+    cold_start: Optional[str] = typer.Option(None, "--cold-start", help=COLD_START_HELP),
     query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
-    init: str = typer.Option("ssl", "--init", help=INIT_HELP),
+    init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

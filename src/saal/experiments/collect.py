@@ -28,19 +28,20 @@ DONE_FILE = "done.json"
 RESULTS_FILE = "results.csv"
 
 
-def task_dir(out_dir: str | os.PathLike, cell: Cell, seed: int) -> Path:
-    """The loop folder of one cell and seed: ``cells/<cell>/seed<k>``."""
-    return Path(out_dir) / CELLS_DIR / cell.name / f"seed{seed}"
+def task_dir(out_dir: str | os.PathLike, cell: Cell, key: str) -> Path:
+    """The loop folder of one cell at one replicate: ``cells/<cell>/<key>`` (``seed<k>`` or ``ssl<s>-seed<k>``)."""
+    return Path(out_dir) / CELLS_DIR / cell.name / key
 
 
 @dataclass(frozen=True)
 class FinishedCell:
-    """The content of one ``done.json``."""
+    """The content of one ``done.json`` (``ssl_seed`` None: written before pretraining seeds were recorded)."""
 
     cell: Cell
     seed: int
     config: dict[str, Any]
     records: list[dict[str, Any]]
+    ssl_seed: int | None = None
 
 
 def read_done(directory: str | os.PathLike) -> FinishedCell | None:
@@ -52,7 +53,9 @@ def read_done(directory: str | os.PathLike) -> FinishedCell | None:
         records = list(done["records"])
         if not records or any("round" not in r or "n_labeled" not in r for r in records):
             return None
-        return FinishedCell(cell, int(done["seed"]), dict(done["config"]), records)
+        ssl_seed = done.get("ssl_seed")
+        return FinishedCell(cell, int(done["seed"]), dict(done["config"]), records,
+                            None if ssl_seed is None else int(ssl_seed))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -65,14 +68,19 @@ def _number(value: Any) -> Any:
     return value if math.isfinite(value) else ""
 
 
-def result_rows(finished: FinishedCell) -> list[dict[str, Any]]:
-    """The ``results.csv`` rows of one finished cell: one per round, labelled by the cell."""
+def result_rows(finished: FinishedCell, run_seed: int = 0) -> list[dict[str, Any]]:
+    """The ``results.csv`` rows of one finished cell: one per round, labelled by the cell.
+
+    A cell finished before pretraining seeds were recorded used the run's own pretraining (``run_seed``).
+    """
     cell = finished.cell
+    ssl_seed = run_seed if finished.ssl_seed is None else finished.ssl_seed
     rows = []
     for record in sorted(finished.records, key=lambda r: r["round"]):
         rows.append({
             "cold_start": cell.cold_start, "init": cell.init, "query": cell.query, "cell": cell.name,
-            "seed": finished.seed, "round": int(record["round"]), "n_labeled": int(record["n_labeled"]),
+            "ssl_seed": ssl_seed, "seed": finished.seed, "round": int(record["round"]),
+            "n_labeled": int(record["n_labeled"]),
             **{m: _number(record.get(m)) for m in ("dice", "iou", "hd95", "assd", "train_seconds")},
         })
     return rows
@@ -84,33 +92,37 @@ def finished_cells(out_dir: str | os.PathLike) -> list[FinishedCell]:
     if not root.is_dir():
         return []
     found = []
-    for directory in sorted(p for p in root.glob("*/seed*") if p.is_dir()):
+    for directory in sorted(p for p in root.glob("*/*seed*") if p.is_dir()):
         finished = read_done(directory)
         if finished is not None:
             found.append(finished)
     return found
 
 
-def collect_results(out_dir: str | os.PathLike, order: Sequence[Cell] = ()) -> tuple[Path, list[dict[str, Any]]]:
+def collect_results(out_dir: str | os.PathLike, order: Sequence[Cell] = (),
+                    run_seed: int = 0) -> tuple[Path, list[dict[str, Any]]]:
     """Write ``out_dir/results.csv`` from every finished cell; returns its path and rows.
 
     Rows come in ``order`` of cells first (the matrix as requested), then any other finished
-    cells by name, full supervision last; within a cell by seed and round.
+    cells by name, full supervision last; within a cell by pretraining seed, seed and round.
+    ``run_seed`` is the run directory's own pretraining seed (see :func:`result_rows`).
     """
     rank = {c.name: i for i, c in enumerate(order)}
 
     def key(f: FinishedCell) -> tuple:
-        return (f.cell.name == FULL_SUPERVISION, rank.get(f.cell.name, len(rank)), f.cell.name, f.seed)
+        ssl_seed = run_seed if f.ssl_seed is None else f.ssl_seed
+        return (f.cell.name == FULL_SUPERVISION, rank.get(f.cell.name, len(rank)), f.cell.name, ssl_seed, f.seed)
 
-    rows = [row for finished in sorted(finished_cells(out_dir), key=key) for row in result_rows(finished)]
+    rows = [row for finished in sorted(finished_cells(out_dir), key=key)
+            for row in result_rows(finished, run_seed)]
     path = write_csv(Path(out_dir) / RESULTS_FILE, rows, COLUMNS)
     return path, rows
 
 
-def write_done(directory: str | os.PathLike, cell: Cell, seed: int, config: dict[str, Any],
+def write_done(directory: str | os.PathLike, cell: Cell, seed: int, ssl_seed: int, config: dict[str, Any],
                records: list[dict[str, Any]]) -> Path:
-    """Mark a cell finished (atomically), with its settings and round records."""
+    """Mark a cell finished (atomically), with its replicate, settings and round records."""
     return write_json(Path(directory) / DONE_FILE, {"cell": {"cold_start": cell.cold_start, "init": cell.init,
                                                              "query": cell.query},
-                                                    "seed": seed, "config": json.loads(json.dumps(config)),
-                                                    "records": records})
+                                                    "seed": seed, "ssl_seed": ssl_seed,
+                                                    "config": json.loads(json.dumps(config)), "records": records})

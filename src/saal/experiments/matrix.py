@@ -23,10 +23,8 @@ from ..config import Preset
 from ..errors import SaalError
 from ..selection.registry import COLD_STARTS
 from .results import FULL_SUPERVISION
-#: Cold starts of the default matrix, in report order.
+#: Cold starts of the default matrix, in report order (the preset's own cold start is added when missing).
 DEFAULT_COLD_STARTS = ("random", "saal", "typiclust", "kcenter")
-#: Cold starts run with both initialisations by default (the paper's 2 x 2); the others with SSL only.
-BOTH_INITS = ("random", "saal")
 
 
 @dataclass(frozen=True)
@@ -79,13 +77,15 @@ def build_matrix(preset: Preset, *, cold_starts: str | Iterable[str] | None = No
                  queries: str | Iterable[str] | None = None) -> list[Cell]:
     """The cells to run (without the full-supervision reference), in report order.
 
-    ``cold_starts`` chooses the cold starts (default :data:`DEFAULT_COLD_STARTS`), ``inits`` the
-    initialisations of every cold start (default: both for random and SAAL, SSL only for the
-    others), ``queries`` the active-learning queries (default: the preset's). Each accepts a
+    ``cold_starts`` chooses the cold starts (default :data:`DEFAULT_COLD_STARTS` and the preset's
+    cold start), ``inits`` the initialisations of every cold start (default: both for random, SAAL
+    and the preset's cold start, the paper's 2 x 2; SSL only for the others), ``queries`` the
+    active-learning queries (default: the preset's). Each accepts a
     list or a comma-separated string; names are checked against the registries of
     :mod:`saal.selection` and :mod:`saal.active.queries`.
     """
-    cold_starts = _parse_names(cold_starts, "--cold-starts") or list(DEFAULT_COLD_STARTS)
+    cold_starts = _parse_names(cold_starts, "--cold-starts") or list(dict.fromkeys(
+        [*DEFAULT_COLD_STARTS, preset.cold_start]))
     if FULL_SUPERVISION in cold_starts:
         raise SaalError(f"--cold-starts: {FULL_SUPERVISION!r} is not a cold start; the full-supervision "
                         "reference is always part of the matrix")
@@ -97,7 +97,8 @@ def build_matrix(preset: Preset, *, cold_starts: str | Iterable[str] | None = No
     _check_known(chosen_queries, QUERIES, "--queries", "query")
     cells = []
     for cold_start in cold_starts:
-        cell_inits = chosen_inits or (list(INITS) if cold_start in BOTH_INITS else ["ssl"])
+        both = cold_start in ("random", "saal", preset.cold_start)
+        cell_inits = chosen_inits or (list(INITS) if both else ["ssl"])
         cells += [Cell(cold_start, init, query) for init in cell_inits for query in chosen_queries]
     return cells
 

@@ -1,9 +1,9 @@
 """The figures and files an experiment ends with, drawn from ``results.csv`` and the shared stage.
 
 * ``summary.md`` and ``learning_curves.png`` from the results table alone (:mod:`.summary`, :mod:`.plots`);
-* ``report/selection_<cold start>_seed<k>_n<budget>.png``: the images each cold start chose at the smallest
+* ``report/selection_<cold start>_<replicate>_n<budget>.png``: the images each cold start chose at the smallest
   budget, in colour and rank order, framed by cluster for the clustering strategies;
-* ``report/overlays_<cell>_seed<k>_n<budget>_{best,worst}.png``: test predictions of the cell
+* ``report/overlays_<cell>_<replicate>_n<budget>_{best,worst}.png``: test predictions of the cell
   with the best mean Dice at the smallest budget, its best and worst images;
 * ``report.html``: all of the above in one self-contained file.
 
@@ -29,26 +29,26 @@ from ..render import html
 from ..segmentation import evaluate, save_prediction_overlays
 from ..selection import make_cold_start
 from ..selection.figures import selection_sheet
-from .collect import RESULTS_FILE, task_dir
+from .collect import RESULTS_FILE
 from .locks import LOCKS_DIR, locked
 from .matrix import Cell
 from .plots import plot_learning_curves
 from .results import Results, load_results
 from .stats import budget_stats
 from .summary import Summary, write_summary_md
-from .tasks import Shared, Task, loop_config
+from .tasks import Shared, loop_config
 
 REPORT_DIR = "report"
 #: Test images shown per overlay figure (best ones, worst ones).
 N_OVERLAY = 4
 
 
-def _first_seed(results: Results, cell: str) -> int:
-    return min(r.seed for r in results.rows if r.cell == cell)
+def _first_replicate(results: Results, cell: str) -> tuple[int, int]:
+    return min(r.replicate for r in results.rows if r.cell == cell)
 
 
 def selection_sheets(shared: Shared, results: Results) -> list[tuple[str, Path]]:
-    """One picture per cold start in the results (SAAL first), for its first seed, smallest budget."""
+    """One picture per cold start in the results (SAAL first), for its first replicate, smallest budget."""
     budget = min(results.budgets)
     by_cold_start: dict[str, str] = {}
     for cell in results.cells:
@@ -57,20 +57,22 @@ def selection_sheets(shared: Shared, results: Results) -> list[tuple[str, Path]]
     sheets = []
     for cold_start in order:
         cell = by_cold_start[cold_start]
-        seed = _first_seed(results, cell)
-        png = shared.out_dir / REPORT_DIR / f"selection_{cold_start}_seed{seed}_n{budget}.png"
+        replicate = _first_replicate(results, cell)
+        task = shared.task(Cell(*results.meta(cell)), replicate)
+        seed = task.seed
+        png = shared.out_dir / REPORT_DIR / f"selection_{cold_start}_{task.key}_n{budget}.png"
         strategy = make_cold_start(cold_start, n_clusters=shared.preset.n_clusters)
-        selection = strategy.select(shared.features, budget, seed=seed)
-        labeled = read_csv(task_dir(shared.out_dir, Cell(*results.meta(cell)), seed) / "labeled_round_0.csv")
+        selection = strategy.select(shared.encoders[task.ssl_seed].features, budget, seed=seed)
+        labeled = read_csv(task.directory(shared.out_dir) / "labeled_round_0.csv")
         chosen = [shared.pool.ids[i] for i in selection.indices]
         if chosen != [row["image_id"] for row in labeled]:
-            raise RuntimeError(f"the recomputed {cold_start} cold start (seed {seed}) differs from the images "
+            raise RuntimeError(f"the recomputed {cold_start} cold start ({task.replicate_label}) differs from the images "
                                f"{cell} labeled; the loop's selection settings changed")
         if not png.is_file():
             selection_sheet(png, colour_thumbnails(shared.pool, selection.indices, 128), selection, shared.pool.ids)
         clusters = int(np.unique(selection.cluster[selection.cluster >= 0]).size)
         grouped = f", {clusters} clusters" if clusters else ""
-        sheets.append((f"{cold_start} cold start, seed {seed}: {budget} images{grouped}", png))
+        sheets.append((f"{cold_start} cold start, {task.replicate_label}: {budget} images{grouped}", png))
     return sheets
 
 
@@ -83,17 +85,17 @@ def best_cell_at_smallest_budget(results: Results) -> tuple[str, int, float]:
 
 
 def prediction_overlays(shared: Shared, results: Results, *, progress: bool = True) -> list[tuple[str, Path]]:
-    """Best and worst test predictions of the best cell at the smallest budget (its first seed)."""
+    """Best and worst test predictions of the best cell at the smallest budget (its first replicate)."""
     name, budget, _ = best_cell_at_smallest_budget(results)
-    cell = Cell(*results.meta(name))
-    seed = _first_seed(results, name)
-    stem = f"overlays_{cell.name}_seed{seed}_n{budget}"
+    task = shared.task(Cell(*results.meta(name)), _first_replicate(results, name))
+    cell, encoder = task.cell, shared.encoders[task.ssl_seed]
+    stem = f"overlays_{cell.name}_{task.key}_n{budget}"
     pngs = {kind: shared.out_dir / REPORT_DIR / f"{stem}_{kind}.png" for kind in ("best", "worst")}
     if not all(p.is_file() for p in pngs.values()):
-        config = replace(loop_config(Task(cell, seed), shared), budgets=(budget,))
-        model_dir = shared.out_dir / REPORT_DIR / "models" / f"{cell.name}-seed{seed}-n{budget}"
-        run_simulated(model_dir, shared.pool, shared.test, config=config, features=shared.features,
-                      ssl_state=shared.ssl_state if cell.init == "ssl" else None, progress=progress)
+        config = replace(loop_config(task, shared), budgets=(budget,))
+        model_dir = shared.out_dir / REPORT_DIR / "models" / f"{cell.name}-{task.key}-n{budget}"
+        run_simulated(model_dir, shared.pool, shared.test, config=config, features=encoder.features,
+                      ssl_state=encoder.state if cell.init == "ssl" else None, progress=progress)
         model, _ = LoopDir(model_dir).load_model("latest")
         result = evaluate(model, shared.test, device=config.seg.device)
         dice = result.column("dice")
@@ -103,7 +105,7 @@ def prediction_overlays(shared: Shared, results: Results, *, progress: bool = Tr
         for kind, index in (("best", order[:k]), ("worst", order[::-1][:k])):
             save_prediction_overlays(pngs[kind], colour_thumbnails(test, index, 128), test.masks[index],
                                      result.predictions[index], [test.ids[i] for i in index], dice[index])
-    where = f"{name}, seed {seed}, {budget} labeled images"
+    where = f"{task.label}, {budget} labeled images"
     return [(f"best test images: {where}", pngs["best"]), (f"worst test images: {where}", pngs["worst"])]
 
 

@@ -1,13 +1,17 @@
 """The results table of an experiment: what ``results.csv`` holds and how it is read back.
 
-One row per (cell, seed, active-learning round) with the test-set means of Dice,
-IoU, HD95 and ASSD. A *cell* is one configuration of the matrix (cold start x
-initialisation x query); its name, e.g. ``saal-ssl-entropy``, labels its learning
-curve. The full-supervision reference is the cell :data:`FULL_SUPERVISION`.
-Everything here works on plain rows and numpy arrays (pandas is not a dependency).
+One row per (cell, pretraining seed, seed, active-learning round) with the
+test-set means of Dice, IoU, HD95 and ASSD. A *cell* is one configuration of the
+matrix (cold start x initialisation x query); its name, e.g. ``saal-ssl-entropy``,
+labels its learning curve. The full-supervision reference is the cell
+:data:`FULL_SUPERVISION`. A *replicate* is one ``(ssl_seed, seed)`` pair: the
+self-supervised pretraining run the cell used, and the seed of its selection and
+training. Replicates pair across cells: the same pair means the same pretraining,
+the same random draws and the same training seeds. Everything here works on plain
+rows and numpy arrays (pandas is not a dependency).
 
-Files written before the curve label was called ``cell`` have a ``strategy``
-column instead; they are read the same way.
+Files written before 0.2 call the ``cell`` column ``strategy`` and have no
+``ssl_seed`` (one pretraining run, read as ``ssl_seed`` 0); they are read the same way.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from ..io import read_csv
 #: The cell name of the full-supervision rows (the whole pool labeled).
 FULL_SUPERVISION = "full"
 #: The columns of ``results.csv``, in order.
-COLUMNS = ("cold_start", "init", "query", "cell", "seed", "round", "n_labeled", "dice", "iou", "hd95", "assd",
-           "train_seconds")
+COLUMNS = ("cold_start", "init", "query", "cell", "ssl_seed", "seed", "round", "n_labeled", "dice", "iou", "hd95",
+           "assd", "train_seconds")
 #: Columns every results table must have.
 REQUIRED_COLUMNS = ("cold_start", "init", "query", "cell", "seed", "round", "n_labeled", "dice")
 #: Numeric columns that may be missing or empty (read as NaN): HD95 is undefined for an empty prediction.
@@ -38,6 +42,14 @@ LEGACY_CELL_COLUMN = "strategy"
 #: Whether a larger value of a metric is better; decides the "worst seed" and the win counts.
 HIGHER_IS_BETTER = {"dice": True, "iou": True, "hd95": False, "assd": False}
 METRIC_NAMES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD"}
+
+#: One replicate of a cell: ``(ssl_seed, seed)``.
+Replicate = tuple[int, int]
+
+
+def replicate_label(replicate: Replicate) -> str:
+    """``"3/7"``: pretraining seed 3, seed 7."""
+    return f"{replicate[0]}/{replicate[1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,11 @@ class Row:
     hd95: float = math.nan
     assd: float = math.nan
     train_seconds: float = math.nan
+    ssl_seed: int = 0
+
+    @property
+    def replicate(self) -> Replicate:
+        return self.ssl_seed, self.seed
 
 
 def check_metric(metric: str) -> None:
@@ -91,17 +108,22 @@ class Results:
                 return r.cold_start, r.init, r.query
         raise SaalError(f"{self.source}: no cell {cell!r} (have: {', '.join(self.cells)})")
 
-    def curves(self, cell: str, metric: str = "dice") -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Per seed, ``(budgets, values)`` sorted by budget."""
+    @property
+    def ssl_seeds(self) -> list[int]:
+        """The pretraining seeds of the table, ascending."""
+        return sorted({r.ssl_seed for r in self.rows})
+
+    def curves(self, cell: str, metric: str = "dice") -> dict[Replicate, tuple[np.ndarray, np.ndarray]]:
+        """Per replicate ``(ssl_seed, seed)``, ``(budgets, values)`` sorted by budget."""
         check_metric(metric)
-        by_seed: dict[int, list[tuple[int, float]]] = {}
+        by_replicate: dict[Replicate, list[tuple[int, float]]] = {}
         for r in self.rows:
             if r.cell == cell:
-                by_seed.setdefault(r.seed, []).append((r.n_labeled, getattr(r, metric)))
+                by_replicate.setdefault(r.replicate, []).append((r.n_labeled, getattr(r, metric)))
         out = {}
-        for seed in sorted(by_seed):
-            pts = sorted(by_seed[seed])
-            out[seed] = (np.array([p[0] for p in pts], dtype=np.int64), np.array([p[1] for p in pts], dtype=float))
+        for key in sorted(by_replicate):
+            pts = sorted(by_replicate[key])
+            out[key] = (np.array([p[0] for p in pts], dtype=np.int64), np.array([p[1] for p in pts], dtype=float))
         return out
 
 
@@ -123,7 +145,7 @@ def results_from_rows(records: Iterable[Mapping[str, Any]], *, source: str = "re
 
     ``first_line`` is the line number of the first record in messages (2 for a CSV with a header).
     Raises :class:`SaalError` naming the line and column of the first bad value, a duplicated
-    (cell, seed, n_labeled), or a cell name used for two different configurations.
+    (cell, ssl_seed, seed, n_labeled), or a cell name used for two different configurations.
     """
     records = [_with_cell_column(r) for r in records]
     if not records:
@@ -132,13 +154,13 @@ def results_from_rows(records: Iterable[Mapping[str, Any]], *, source: str = "re
     if missing:
         raise SaalError(f"{source}: missing column(s) {', '.join(missing)} (required: {', '.join(REQUIRED_COLUMNS)})")
     rows = [_parse_row(rec, f"{source}, line {first_line + i}") for i, rec in enumerate(records)]
-    seen: dict[tuple[str, int, int], int] = {}
+    seen: dict[tuple[str, int, int, int], int] = {}
     config: dict[str, tuple[str, str, str]] = {}
     for i, r in enumerate(rows):
-        key = (r.cell, r.seed, r.n_labeled)
+        key = (r.cell, r.ssl_seed, r.seed, r.n_labeled)
         if key in seen:
-            raise SaalError(f"{source}, line {first_line + i}: cell {r.cell!r}, seed {r.seed}, n_labeled "
-                            f"{r.n_labeled} already on line {seen[key]}")
+            raise SaalError(f"{source}, line {first_line + i}: cell {r.cell!r}, ssl_seed {r.ssl_seed}, seed {r.seed}, "
+                            f"n_labeled {r.n_labeled} already on line {seen[key]}")
         seen[key] = first_line + i
         meta = (r.cold_start, r.init, r.query)
         if config.setdefault(r.cell, meta) != meta:
@@ -158,6 +180,8 @@ def _parse_row(rec: Mapping[str, Any], where: str) -> Row:
     if not text["cell"]:
         raise SaalError(f"{where}: empty cell name")
     ints = {c: _as_int(rec[c], c, where) for c in ("seed", "round", "n_labeled")}
+    raw_ssl = rec.get("ssl_seed")
+    ints["ssl_seed"] = 0 if raw_ssl is None or str(raw_ssl).strip() == "" else _as_int(raw_ssl, "ssl_seed", where)
     if ints["n_labeled"] < 1:
         raise SaalError(f"{where}: column 'n_labeled' must be >= 1, got {ints['n_labeled']}")
     floats = {"dice": _as_float(rec["dice"], "dice", where)}

@@ -39,7 +39,7 @@ from .collect import collect_results, read_done, write_done
 from .locks import LOCKS_DIR, FileLock, LockOwner, current_owner, locked
 from .matrix import build_matrix, resolve_seeds
 from .report import write_experiment_report
-from .tasks import Shared, Task, loop_config, plan_tasks
+from .tasks import Encoder, Shared, Task, loop_config, plan_tasks
 
 PREPARE_LOCK = "prepare.lock"
 RUNS_LOG = "runs.jsonl"  # in each cell folder: one line per process start / finish, for the record
@@ -47,8 +47,14 @@ _POLL_S = 2.0
 
 
 def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None, preset: Preset | str | None = None,
-            progress: bool = True, **data_options: Any) -> Shared:
-    """Open the workspace, pretrain and extract features if not done yet (under the prepare lock)."""
+            ssl_seeds: int = 1, progress: bool = True, **data_options: Any) -> Shared:
+    """Open the workspace, pretrain and extract features if not done yet (under the prepare lock).
+
+    ``ssl_seeds`` pretraining runs, with seeds ``run seed, run seed + 1, ...``; the first lives in the
+    run directory's ``ssl/`` and ``features/``, the others in ``pretraining/seed<s>/``.
+    """
+    if int(ssl_seeds) < 1:
+        raise SaalError(f"--ssl-seeds: need at least 1 pretraining run, got {ssl_seeds}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SaalError(f"--out {out_dir}: exists and is not a directory")
@@ -65,23 +71,32 @@ def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None
         if ws.preset.budgets[-1] > len(ws.pool):
             raise SaalError(f"the largest budget {ws.preset.budgets[-1]} of the {ws.preset.name} preset exceeds the "
                             f"pool of {len(ws.pool)} images; use a larger dataset or a preset with smaller budgets")
-        weights = ssl_weights(ws, progress=progress)
-        features = pool_features(ws, weights, progress=progress)
-    return Shared(out_dir, ws.preset, ws.pool, ws.test, features, load_state(weights))
+        encoders = {}
+        for ssl_seed in range(ws.seed, ws.seed + int(ssl_seeds)):
+            weights = ssl_weights(ws, ssl_seed=ssl_seed, progress=progress)
+            features = pool_features(ws, weights, ssl_seed=ssl_seed, progress=progress)
+            encoders[ssl_seed] = Encoder(ssl_seed, features, load_state(weights))
+    return Shared(out_dir, ws.preset, ws.pool, ws.test, ws.seed, encoders)
 
 
 def is_done(task: Task, shared: Shared) -> bool:
-    """Whether ``task`` finished; a finished cell made with other settings is an error, not a silent mix."""
+    """Whether ``task`` finished; a finished cell made with other settings is an error, not a silent mix.
+
+    A cell finished with fewer budgets than now asked for is not done: it continues with the new rounds.
+    """
     finished = read_done(task.directory(shared.out_dir))
     if finished is None:
         return False
-    wanted = loop_config(task, shared).to_dict()
-    have = LoopConfig.from_dict(finished.config).to_dict()
-    if have != wanted:
-        diff = sorted(k for k in set(wanted) | set(have) if wanted.get(k) != have.get(k))
-        raise SaalError(f"{task.directory(shared.out_dir)} was run with other settings ({', '.join(diff)}); "
-                        "use a new --out directory to change them")
-    return True
+    wanted = loop_config(task, shared)
+    recorded = LoopConfig.from_dict(finished.config)
+    if recorded == wanted:
+        return True
+    if wanted.extends(recorded):
+        return False
+    have, want = recorded.to_dict(), wanted.to_dict()
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    raise SaalError(f"{task.directory(shared.out_dir)} was run with other settings ({', '.join(diff)}); "
+                    "use a new --out directory to change them")
 
 
 def run_task(task: Task, shared: Shared, *, progress: bool = True) -> list[dict[str, Any]]:
@@ -91,9 +106,10 @@ def run_task(task: Task, shared: Shared, *, progress: bool = True) -> list[dict[
     me = current_owner()
     started = time.time()
     append_jsonl(directory / RUNS_LOG, [{"event": "start", "pid": me.pid, "host": me.host, "time": started}])
-    records = run_simulated(directory, shared.pool, shared.test, config=config, features=shared.features,
-                            ssl_state=shared.ssl_state if task.cell.init == "ssl" else None, progress=progress)
-    write_done(directory, task.cell, task.seed, config.to_dict(), records)
+    encoder = shared.encoders[task.ssl_seed]
+    records = run_simulated(directory, shared.pool, shared.test, config=config, features=encoder.features,
+                            ssl_state=encoder.state if task.cell.init == "ssl" else None, progress=progress)
+    write_done(directory, task.cell, task.seed, task.ssl_seed, config.to_dict(), records)
     append_jsonl(directory / RUNS_LOG, [{"event": "done", "pid": me.pid, "host": me.host, "time": time.time(),
                                          "seconds": round(time.time() - started, 2)}])
     return records
@@ -146,6 +162,7 @@ class WorkerSpec:
     data: str | None
     preset: Preset
     tasks: tuple[Task, ...]
+    ssl_seeds: int = 1
     data_options: dict = field(default_factory=dict)
 
 
@@ -154,7 +171,8 @@ def _worker(spec: WorkerSpec) -> None:
     import torch
 
     torch.set_num_threads(1)
-    shared = prepare(spec.out_dir, data=spec.data, preset=spec.preset, progress=False, **spec.data_options)
+    shared = prepare(spec.out_dir, data=spec.data, preset=spec.preset, ssl_seeds=spec.ssl_seeds, progress=False,
+                     **spec.data_options)
     claim_loop(spec.tasks, shared, wait=False, progress=False)
 
 
@@ -167,9 +185,9 @@ def _run_workers(n: int, spec: WorkerSpec, tasks: Sequence[Task], shared: Shared
     try:
         with _cells_bar(progress, len(tasks)) as update:
             while any(p.is_alive() for p in procs):
-                update(sum(read_done(t.directory(shared.out_dir)) is not None for t in tasks))
+                update(sum(is_done(t, shared) for t in tasks))
                 time.sleep(1.0)
-            update(sum(read_done(t.directory(shared.out_dir)) is not None for t in tasks))
+            update(sum(is_done(t, shared) for t in tasks))
     finally:
         for p in procs:
             p.join(timeout=10)
@@ -184,16 +202,19 @@ def _run_workers(n: int, spec: WorkerSpec, tasks: Sequence[Task], shared: Shared
 def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                    preset: Preset | str | None = None, seeds: int | Iterable[int] | None = None,
                    cold_starts: str | Iterable[str] | None = None, inits: str | Iterable[str] | None = None,
-                   queries: str | Iterable[str] | None = None, workers: int = 1, report: bool = True,
-                   progress: bool = True, **data_options: Any) -> Path:
+                   queries: str | Iterable[str] | None = None, ssl_seeds: int = 1, full_seeds: int | None = None,
+                   workers: int = 1, report: bool = True, progress: bool = True, **data_options: Any) -> Path:
     """Run the matrix in ``out_dir`` and write ``results.csv`` (returned), the summary and the report.
 
     ``data``: a dataset folder (None: the embedded synthetic set). ``preset``: a name or a
     :class:`~saal.config.Preset` (None: ``demo`` for a new directory, the recorded one otherwise).
     ``seeds``: a count or a list (None: the preset's). ``cold_starts`` / ``inits`` / ``queries``:
-    the matrix, see :func:`~saal.experiments.matrix.build_matrix`. ``workers`` > 1 runs that many
-    local worker processes. ``report=False`` stops after ``results.csv`` (no summary, figures or
-    HTML). ``data_options`` go to :func:`saal.workspace.open_workspace` (``split_mode``, ``skip_bad``).
+    the matrix, see :func:`~saal.experiments.matrix.build_matrix`. ``ssl_seeds``: how many
+    self-supervised pretraining runs every cell and seed is repeated on (seeds run seed, run seed + 1,
+    ...), so that the pretraining is sampled too. ``full_seeds``: how many seeds of each pretraining
+    also run the full-supervision reference (None: all). ``workers`` > 1 runs that many local worker
+    processes. ``report=False`` stops after ``results.csv`` (no summary, figures or HTML).
+    ``data_options`` go to :func:`saal.workspace.open_workspace` (``split_mode``, ``skip_bad``, ``seed``).
     """
     if int(workers) < 1:
         raise SaalError(f"--workers: need at least 1, got {workers}")
@@ -203,15 +224,18 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
     guess = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
     build_matrix(guess, cold_starts=cold_starts, inits=inits, queries=queries)
     resolve_seeds(seeds, guess)
-    shared = prepare(out_dir, data=data, preset=preset, progress=progress, **data_options)
+    if full_seeds is not None and int(full_seeds) < 0:
+        raise SaalError(f"--full-seeds: need 0 or more, got {full_seeds}")
+    shared = prepare(out_dir, data=data, preset=preset, ssl_seeds=ssl_seeds, progress=progress, **data_options)
     cells = build_matrix(shared.preset, cold_starts=cold_starts, inits=inits, queries=queries)
-    tasks = plan_tasks(cells, resolve_seeds(seeds, shared.preset))
+    tasks = plan_tasks(cells, resolve_seeds(seeds, shared.preset), list(shared.encoders), run_seed=shared.run_seed,
+                       full_seeds=full_seeds)
     pending = [t for t in tasks if not is_done(t, shared)]
     if progress:
         _say(f"{len(tasks) - len(pending)} of {len(tasks)} cells already finished in {out_dir}")
     if pending and workers > 1:
         spec = WorkerSpec(str(out_dir), None if data is None else str(data), shared.preset, tuple(pending),
-                          dict(data_options))
+                          int(ssl_seeds), dict(data_options))
         _run_workers(min(int(workers), len(pending)), spec, pending, shared, progress)
 
     def finished(task: Task, records: list[dict[str, Any]]) -> None:
@@ -221,7 +245,7 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
             _say(f"finished {task.label} ({last['n_labeled']} labels{dice})")
 
     claim_loop(tasks, shared, wait=True, progress=progress, on_done=finished)
-    results, rows = collect_results(out_dir, [t.cell for t in tasks])
+    results, rows = collect_results(out_dir, [t.cell for t in tasks], run_seed=shared.run_seed)
     if report:
         write_experiment_report(out_dir, shared, progress=progress)
     if progress:

@@ -3,7 +3,8 @@
 
 Choices, stated once:
 
-* ``std`` is the sample standard deviation (``ddof=1``); it is NaN for a cell with a single seed.
+* Statistics run over *replicates*, ``(ssl_seed, seed)`` pairs (see :mod:`.results`): with one pretraining run
+  these are the seeds. ``std`` is the sample standard deviation (``ddof=1``); it is NaN for a single replicate.
 * The area under the learning curve (ALC) is the trapezoidal area of Dice over **log2(n_labeled)**.
   Budgets double from round to round (10, 20, 40, 80), so on a linear axis the largest budget would
   dominate the area and the cold-start regime, which is what this project is about, would hardly count.
@@ -13,7 +14,7 @@ Choices, stated once:
   both curves share: ``(ALC - ALC_ref) / (ALC_full - ALC_ref)``; 0 means "as good as the reference",
   1 "as good as full supervision at every budget". A seed the reference lacks is compared with the
   reference's mean curve instead.
-* Paired tests pair seeds at the same budget. Wilcoxon signed-rank drops zero differences; with fewer
+* Paired tests pair replicates at the same budget. Wilcoxon signed-rank drops zero differences; with fewer
   than 6 non-zero pairs its exact two-sided p-value cannot go below 0.05 (minimum ``2 / 2**n``), which
   the note of the test says, rather than hiding the p-value. p-values are per budget and not corrected
   for multiple comparisons.
@@ -28,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import SaalError
-from .results import HIGHER_IS_BETTER, Results, check_metric
+from .results import HIGHER_IS_BETTER, Replicate, Results, check_metric
 
 #: Differences smaller than this are ties (two runs that share a cold start give bit-identical round 0s).
 ZERO = 1e-12
@@ -47,7 +48,7 @@ class BudgetStat:
     min: float
     max: float
     worst: float
-    worst_seed: int
+    worst_replicate: Replicate
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,10 @@ class FullStat:
 
 @dataclass(frozen=True)
 class AlcStat:
-    """Normalised area under the learning curve of one cell; ``per_seed`` maps seed -> value."""
+    """Normalised area under the learning curve of one cell; ``per_seed`` maps replicate -> value."""
 
     cell: str
-    per_seed: dict[int, float]
+    per_seed: dict[Replicate, float]
     mean: float
     std: float
     n_paired: int
@@ -117,17 +118,17 @@ def budget_stats(results: Results, metric: str = "dice") -> list[BudgetStat]:
     check_metric(metric)
     out = []
     for cell in results.cells:
-        cells: dict[int, list[tuple[int, float]]] = {}
-        for seed, (budgets, values) in results.curves(cell, metric).items():
+        by_budget: dict[int, list[tuple[Replicate, float]]] = {}
+        for key, (budgets, values) in results.curves(cell, metric).items():
             for b, v in zip(budgets.tolist(), values.tolist()):
-                cells.setdefault(b, []).append((seed, v))
-        for b in sorted(cells):
-            seeds = np.array([s for s, _ in cells[b]])
-            vals = np.array([v for _, v in cells[b]])
+                by_budget.setdefault(b, []).append((key, v))
+        for b in sorted(by_budget):
+            keys = [k for k, _ in by_budget[b]]
+            vals = np.array([v for _, v in by_budget[b]])
             mean, std = _mean_std(vals)
             worst = int(np.argmin(vals) if HIGHER_IS_BETTER[metric] else np.argmax(vals))
             out.append(BudgetStat(cell, b, metric, mean, std, vals.size, float(vals.min()), float(vals.max()),
-                                  float(vals[worst]), int(seeds[worst])))
+                                  float(vals[worst]), keys[worst]))
     return out
 
 
@@ -168,7 +169,7 @@ def curve_area(budgets: Sequence[float], values: Sequence[float]) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))  # np.trapezoid needs numpy >= 2
 
 
-def _mean_curve(curves: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _mean_curve(curves: Mapping[Replicate, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The mean over seeds at each budget (each budget averages the seeds that reached it)."""
     budgets = np.unique(np.concatenate([b for b, _ in curves.values()]))
     sums = np.zeros(budgets.size)
@@ -194,7 +195,7 @@ def normalised_alc(results: Results, reference: str, metric: str = "dice") -> li
     ref_mean = _mean_curve(ref_curves)
     out = []
     for cell in results.cells:
-        per_seed: dict[int, float] = {}
+        per_seed: dict[Replicate, float] = {}
         own_scores = []
         n_paired = 0
         notes = set()
@@ -283,9 +284,9 @@ def _paired_p_values(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, s
 
 
 def paired_tests(results: Results, reference: str, metric: str = "dice") -> list[PairedTest]:
-    """Each cell against ``reference`` at every budget both reached, pairing seeds.
+    """Each cell against ``reference`` at every budget both reached, pairing replicates.
 
-    ``mean_diff`` is cell minus reference in the metric's units; ``wins`` counts seeds where the
+    ``mean_diff`` is cell minus reference in the metric's units; ``wins`` counts replicates where the
     cell is better (higher Dice/IoU, lower HD95/ASSD).
     """
     check_metric(metric)
@@ -307,4 +308,45 @@ def paired_tests(results: Results, reference: str, metric: str = "dice") -> list
             wins = int(np.count_nonzero(sign * diff > ZERO))
             p_w, p_t, note = _paired_p_values(a, r)
             out.append(PairedTest(cell, reference, b, metric, len(seeds), mean, std, wins, p_w, p_t, note))
+    return out
+
+
+@dataclass(frozen=True)
+class SpreadStat:
+    """Where one cell's spread at one budget comes from: the pretraining run, or the seed under it.
+
+    ``between`` is the standard deviation of the per-pretraining means (how much the pretraining run
+    alone moves the result), ``within`` the root mean within-pretraining variance over seeds (how
+    much the selection and training draws move it for a fixed pretraining); ``total`` is the plain
+    std over every replicate.
+    """
+
+    cell: str
+    n_labeled: int
+    metric: str
+    n_pretraining: int
+    n_seeds: int
+    total: float
+    between: float
+    within: float
+
+
+def spread_by_source(results: Results, metric: str = "dice") -> list[SpreadStat]:
+    """:class:`SpreadStat` per cell and budget, for tables with more than one pretraining seed."""
+    check_metric(metric)
+    out = []
+    for cell in results.cells:
+        by_budget: dict[int, dict[int, list[float]]] = {}
+        for (ssl_seed, _), (budgets, values) in results.curves(cell, metric).items():
+            for b, v in zip(budgets.tolist(), values.tolist()):
+                by_budget.setdefault(b, {}).setdefault(ssl_seed, []).append(v)
+        for b in sorted(by_budget):
+            groups = [np.asarray(g) for g in by_budget[b].values()]
+            if len(groups) < 2:
+                continue
+            means = np.array([g.mean() for g in groups])
+            within = [g.var(ddof=1) for g in groups if g.size > 1]
+            out.append(SpreadStat(cell, b, metric, len(groups), int(sum(g.size for g in groups)),
+                                  float(np.concatenate(groups).std(ddof=1)), float(means.std(ddof=1)),
+                                  float(np.sqrt(np.mean(within))) if within else math.nan))
     return out

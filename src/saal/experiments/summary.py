@@ -15,8 +15,9 @@ from ..errors import SaalError
 from ..io import atomic_write_text
 from ..render.html import Table
 from .results import FULL_SUPERVISION, HIGHER_IS_BETTER, METRIC_NAMES, Results, check_metric
-from .stats import (AlcStat, BudgetStat, BudgetToTarget, FullStat, PairedTest, budget_stats,
-                    budget_to_fraction_of_full, default_reference, full_supervision, normalised_alc, paired_tests)
+from .stats import (AlcStat, BudgetStat, BudgetToTarget, FullStat, PairedTest, SpreadStat, budget_stats,
+                    budget_to_fraction_of_full, default_reference, full_supervision, normalised_alc, paired_tests,
+                    spread_by_source)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Summary:
     alc: list[AlcStat] = field(default_factory=list)
     to_target: list[BudgetToTarget] = field(default_factory=list)
     paired: list[PairedTest] = field(default_factory=list)
+    spread: list[SpreadStat] = field(default_factory=list)
+    ssl_seeds: list[int] = field(default_factory=lambda: [0])
     statements: list[str] = field(default_factory=list)
 
     @property
@@ -51,6 +54,8 @@ class Summary:
             tables.append(_target_table(self))
         if self.paired:
             tables.append(_paired_table(self))
+        if self.spread:
+            tables.append(_spread_table(self))
         return tables
 
     def to_markdown(self) -> str:
@@ -64,7 +69,8 @@ class Summary:
 
     def preamble(self) -> str:
         counts = sorted({st.n for st in self.stats[self.metric]})
-        n_seeds = f"{counts[-1]} seeds" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} seeds per cell"
+        unit = "seeds" if len(self.ssl_seeds) == 1 else f"replicates ({len(self.ssl_seeds)} pretraining runs x seeds)"
+        n_seeds = f"{counts[-1]} {unit}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]} {unit} per cell"
         ref = f"`{self.reference}`" if self.reference else "none (no random cold-start cell)"
         return (f"Source: `{self.source}`. Main metric: {METRIC_NAMES[self.metric]}. Reference cell: {ref}. "
                 f"{len(self.cells)} cells, {n_seeds}, budgets "
@@ -167,12 +173,26 @@ def _paired_table(summary: Summary) -> Table:
     unit = " points" if HIGHER_IS_BETTER[summary.metric] else ""
     rows = [[p.cell, str(p.n_labeled), _fmt_diff(p.metric, p.mean_diff, p.std_diff), f"{p.wins}/{p.n_pairs}",
              _fmt_p(p.p_wilcoxon), _fmt_p(p.p_ttest), p.note] for p in summary.paired]
-    note = (f"Strategy minus `{summary.reference}`, paired by seed at the same budget ({name}{unit}); wins = seeds "
+    note = (f"Cell minus `{summary.reference}`, paired by seed at the same budget ({name}{unit}); wins = seeds "
             f"where the cell is better. Two-sided Wilcoxon signed-rank and paired t-test p-values, per budget, "
             f"not corrected for multiple comparisons.")
     return Table(f"Paired differences vs {summary.reference}",
                  ["cell", "labeled images", f"Δ {name} mean ± std", "wins/pairs", "Wilcoxon p", "paired t p",
                   "note"], rows, note)
+
+
+def _spread_table(summary: Summary) -> Table:
+    name = METRIC_NAMES[summary.metric]
+    rows = [[sp.cell, str(sp.n_labeled), f"{sp.n_pretraining} x {sp.n_seeds // sp.n_pretraining}",
+             _fmt_value(sp.metric, sp.total), _fmt_value(sp.metric, sp.between), _fmt_value(sp.metric, sp.within)]
+            for sp in summary.spread]
+    note = (f"Standard deviations of {name}: over every replicate; of the means of each pretraining run (what the "
+            "pretraining run alone moves); and the typical spread over seeds under one pretraining run (root mean "
+            "within-run variance). A between-run spread as large as the within-run one means a single pretraining "
+            "run cannot settle a comparison.")
+    return Table("Spread by source: pretraining run vs seed",
+                 ["cell", "labeled images", "runs x seeds", "total std", "between pretraining runs",
+                  "within a run (seeds)"], rows, note)
 
 
 def _statements(summary: Summary) -> list[str]:
@@ -247,6 +267,7 @@ def summarize(results: Results, *, reference: str | None = None, metric: str = "
         alc=normalised_alc(results, reference, metric) if reference is not None and higher else [],
         to_target=budget_to_fraction_of_full(results, fraction, metric, interpolate) if higher else [],
         paired=paired_tests(results, reference, metric) if reference is not None else [],
+        spread=spread_by_source(results, metric), ssl_seeds=results.ssl_seeds,
     )
     return replace(summary, statements=_statements(summary))
 

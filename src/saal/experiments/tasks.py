@@ -1,5 +1,6 @@
-"""The units of work of an experiment: one cell at one seed, and what every one of them shares.
+"""The units of work of an experiment: one cell at one replicate, and what every one of them shares.
 
+A replicate is a pretraining seed and a seed (selection, queries and training).
 Kept apart from the runner so that the report (which retrains one cell's first
 round for its pictures) and the runner both read the same definitions without
 importing each other.
@@ -23,41 +24,78 @@ from .matrix import FULL_CELL, Cell
 
 @dataclass(frozen=True)
 class Task:
-    """One cell at one seed."""
+    """One cell at one replicate: pretraining seed ``ssl_seed`` and seed ``seed``.
+
+    ``own_pretraining`` marks the run directory's own pretraining (its seed is the run's
+    seed): those tasks keep the folder names of a single-pretraining experiment.
+    """
 
     cell: Cell
     seed: int
+    ssl_seed: int = 0
+    own_pretraining: bool = True
+
+    @property
+    def replicate_label(self) -> str:
+        """``seed 3``, or ``seed 3, pretraining seed 1`` for another pretraining run."""
+        return f"seed {self.seed}" + ("" if self.own_pretraining else f", pretraining seed {self.ssl_seed}")
 
     @property
     def label(self) -> str:
-        return f"{self.cell.name} seed {self.seed}"
+        return f"{self.cell.name} {self.replicate_label}"
+
+    @property
+    def key(self) -> str:
+        """``seed<k>``, or ``ssl<s>-seed<k>`` for another pretraining: folder and lock names."""
+        return f"seed{self.seed}" if self.own_pretraining else f"ssl{self.ssl_seed}-seed{self.seed}"
 
     def directory(self, out_dir: Path) -> Path:
-        return task_dir(out_dir, self.cell, self.seed)
+        return task_dir(out_dir, self.cell, self.key)
 
     def lock_path(self, out_dir: Path) -> Path:
-        return out_dir / LOCKS_DIR / f"{self.cell.name}-seed{self.seed}.lock"
+        return out_dir / LOCKS_DIR / f"{self.cell.name}-{self.key}.lock"
 
 
-def plan_tasks(cells: Sequence[Cell], seeds: Sequence[int]) -> list[Task]:
-    """Seed-major order, the full-supervision reference after each seed's cells.
+def plan_tasks(cells: Sequence[Cell], seeds: Sequence[int], ssl_seeds: Sequence[int] = (0,), *,
+               run_seed: int | None = None, full_seeds: int | None = None) -> list[Task]:
+    """Seed-major order, every pretraining within a seed, the full-supervision reference after each.
 
-    Seed-major means a partial run already holds complete comparisons (every cell at seed 0)
-    rather than many seeds of the first cells only.
+    Seed-major means a partial run already holds complete comparisons (every cell at seed 0, on every
+    pretraining) rather than many seeds of the first cells only. ``run_seed`` is the run directory's
+    pretraining seed (default: the first of ``ssl_seeds``); ``full_seeds`` limits the reference to the
+    first that many seeds of each pretraining (default: all).
     """
-    return [Task(cell, seed) for seed in seeds for cell in (*cells, FULL_CELL)]
+    own = ssl_seeds[0] if run_seed is None else run_seed
+    limit = len(seeds) if full_seeds is None else full_seeds
+    return [Task(cell, seed, ssl_seed, ssl_seed == own)
+            for i, seed in enumerate(seeds) for ssl_seed in ssl_seeds
+            for cell in ((*cells, FULL_CELL) if i < limit else cells)]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One self-supervised pretraining run: its weights and the pool features of its encoder."""
+
+    ssl_seed: int
+    features: np.ndarray
+    state: Mapping[str, Any]
 
 
 @dataclass
 class Shared:
-    """What every cell reuses: the data split, the SSL weights and the pool features."""
+    """What every cell reuses: the data split and, per pretraining seed, the SSL weights and pool features."""
 
     out_dir: Path
     preset: Preset
     pool: LesionData
     test: LesionData
-    features: np.ndarray
-    ssl_state: Mapping[str, Any]
+    run_seed: int  # the run directory's seed: the pretraining kept in its own ssl/ and features/
+    encoders: dict[int, Encoder]
+
+    def task(self, cell: Cell, replicate: tuple[int, int]) -> Task:
+        """The task of ``cell`` at replicate ``(ssl_seed, seed)``."""
+        ssl_seed, seed = replicate
+        return Task(cell, seed, ssl_seed, ssl_seed == self.run_seed)
 
 
 def loop_config(task: Task, shared: Shared) -> LoopConfig:

@@ -3,6 +3,11 @@
 Selection, training and the representative / diversity queries all read the
 same two things, so they are made once per run directory and reused: the
 restoration U-Net in ``ssl/`` and the pool's bottleneck features in ``features/``.
+
+The pretraining seed is the run's seed unless a call names another
+(``ssl_seed``): an experiment that samples the pretraining too keeps each other
+run in ``pretraining/seed<s>/`` (its own ``ssl/`` and ``features/``), so the run
+directory of a single pretraining looks as it always did.
 """
 
 from __future__ import annotations
@@ -21,34 +26,47 @@ from ..ssl import PretrainConfig, pretrain
 from ..workspace import Workspace
 
 FEATURES_DIR = "features"
+PRETRAINING_DIR = "pretraining"
 
 
-def ssl_weights(ws: Workspace, *, epochs: int | None = None, resume: bool = False, force: bool = False,
-                device: str = "auto", progress: bool = True) -> Path:
+def ssl_root(ws: Workspace, ssl_seed: int | None = None) -> Path:
+    """The folder that holds ``ssl/`` and ``features/`` of the pretraining with seed ``ssl_seed``.
+
+    The run directory itself for the run's seed (None), ``pretraining/seed<s>/`` for any other.
+    """
+    if ssl_seed is None or int(ssl_seed) == ws.seed:
+        return ws.run_dir
+    return ws.path(PRETRAINING_DIR, f"seed{int(ssl_seed)}")
+
+
+def ssl_weights(ws: Workspace, *, ssl_seed: int | None = None, epochs: int | None = None, resume: bool = False,
+                force: bool = False, device: str = "auto", progress: bool = True) -> Path:
     """The run's self-supervised weights (``ssl/weights.pt``), pretraining on the pool first if needed.
 
     Pretraining sees the pool only, never the test images; a finished run is
     reused, an interrupted one continued (see :func:`saal.ssl.pretrain`).
+    ``ssl_seed`` (default: the run's seed) chooses the pretraining run.
     """
     config = PretrainConfig.from_preset(ws.preset, epochs=epochs)
-    result = pretrain(ws.pool, ws.run_dir, config=config, seed=ws.seed, device=device, resume=resume,
+    seed = ws.seed if ssl_seed is None else int(ssl_seed)
+    result = pretrain(ws.pool, ssl_root(ws, seed), config=config, seed=seed, device=device, resume=resume,
                       force=force, progress=progress)
     return result.weights_path
 
 
-def ssl_state(ws: Workspace, init: str, *, progress: bool = True) -> dict | None:
+def ssl_state(ws: Workspace, init: str, *, ssl_seed: int | None = None, progress: bool = True) -> dict | None:
     """The self-supervised weights for ``init == 'ssl'`` (pretraining first if needed), else None."""
-    return load_state(ssl_weights(ws, progress=progress)) if init == "ssl" else None
+    return load_state(ssl_weights(ws, ssl_seed=ssl_seed, progress=progress)) if init == "ssl" else None
 
 
-def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *,
+def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *, ssl_seed: int | None = None,
                  progress: bool = True) -> tuple[UNet, Path]:
     """The U-Net whose bottleneck gives the selection features: given ``weights`` or the run's SSL ones.
 
     A weights file outside the run is read with the ``model.json`` beside it when
     there is one (as ``saal pretrain`` writes), else with the preset's width.
     """
-    path = Path(weights) if weights is not None else ssl_weights(ws, progress=progress)
+    path = Path(weights) if weights is not None else ssl_weights(ws, ssl_seed=ssl_seed, progress=progress)
     if not path.is_file():
         raise SaalError(f"{path}: weights file not found")
     meta = path.parent / "model.json"
@@ -69,15 +87,15 @@ def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *,
     return model.eval(), path
 
 
-def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, device: str = "auto",
-                  progress: bool = True) -> np.ndarray:
+def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, ssl_seed: int | None = None,
+                  device: str = "auto", progress: bool = True) -> np.ndarray:
     """SSL bottleneck features of the pool in pool order, extracted once and cached in ``features/``.
 
     The cache records which weights made it; other weights re-extract.
     """
-    model, path = load_encoder(ws, weights, progress=progress)
+    model, path = load_encoder(ws, weights, ssl_seed=ssl_seed, progress=progress)
     fingerprint = model_fingerprint(model)
-    directory = ws.path(FEATURES_DIR)
+    directory = ssl_root(ws, ssl_seed) / FEATURES_DIR
     try:
         cached = load_features(directory, expected_ids=ws.pool.ids)
         if cached.meta.get("model") == fingerprint and cached.meta.get("pool") == ws.preset.feature_pool:

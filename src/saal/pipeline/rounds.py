@@ -35,9 +35,13 @@ def run_loop_config(ws: Workspace, **options: Any) -> LoopConfig:
     return LoopConfig.from_preset(ws.preset, in_channels=ws.pool.channels, **{"seed": ws.seed, **options})
 
 
-def train_model(ws: Workspace, *, init: str = "ssl", finetune: str = "restart", steps: int | None = None,
+def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "restart", steps: int | None = None,
                 progress: bool = True) -> dict[str, Any]:
-    """Train on every image labeled so far, evaluate on the test split (when it has masks), record the round."""
+    """Train on every image labeled so far, evaluate on the test split (when it has masks), record the round.
+
+    ``init`` (default: the preset's) says where the network starts: ``ssl`` or ``scratch``.
+    """
+    init = init or ws.preset.init
     loop = loop_dir(ws)
     active = loop.load_active(ws.pool.ids)
     if active.n_labeled == 0:

@@ -22,13 +22,14 @@ class RunResult:
     report: Path | None
 
 
-def run_all(ws: Workspace, *, cold_start: str = "saal", query: str | None = None, init: str = "ssl",
+def run_all(ws: Workspace, *, cold_start: str | None = None, query: str | None = None, init: str | None = None,
             finetune: str = "restart", progress: bool = True) -> RunResult:
     """Pretrain -> select -> train -> active-learning rounds -> evaluate -> report, on the data's masks.
 
-    The budgets are the preset's; the cold start is written to
-    ``selection.csv`` first and the loop reads it, as a human team would.
+    The budgets, and the cold start, query and init left None, are the preset's; the cold start is
+    written to ``selection.csv`` first and the loop reads it, as a human team would.
     """
+    cold_start, init = cold_start or ws.preset.cold_start, init or ws.preset.init
     if not ws.labeled_data or ws.test is None:
         raise SaalError("'saal run' simulates the annotator with the data's masks, but this data has none; "
                         "use 'saal select' and then 'saal query' / 'saal annotate import' / 'saal train'")

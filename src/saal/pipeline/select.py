@@ -33,13 +33,16 @@ class SelectResult:
     pool_map: Path
 
 
-def select_images(ws: Workspace, budget: int, *, cold_start: str = "saal", weights: str | os.PathLike | None = None,
-                  n_clusters: int | None = None, progress: bool = True) -> SelectResult:
+def select_images(ws: Workspace, budget: int, *, cold_start: str | None = None,
+                  weights: str | os.PathLike | None = None, n_clusters: int | None = None,
+                  progress: bool = True) -> SelectResult:
     """Choose ``budget`` pool images to annotate first and write ``selection.csv`` plus pictures.
 
-    No labels are used. A larger budget later extends the existing selection
-    (its first rows never change); a different cold start needs a new run.
+    No labels are used. ``cold_start`` defaults to the preset's. A larger budget
+    later extends the existing selection (its first rows never change); a
+    different cold start needs a new run.
     """
+    cold_start = cold_start or ws.preset.cold_start
     if budget < 1 or budget > len(ws.pool):
         raise SaalError(f"--budget must be between 1 and the pool size {len(ws.pool)}, got {budget}")
     manifest = ws.path(SELECTION_FILE)

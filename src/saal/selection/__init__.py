@@ -15,9 +15,11 @@ from saal.selection.coverage import (
     EXPECTED_UNIFORM,
     CoverageRow,
     CoverageTable,
+    HitRate,
     coverage_table,
     group_coverage,
     hit_probability,
+    hit_rate,
 )
 from saal.selection.features import (
     extract_features,
@@ -44,5 +46,6 @@ __all__ = [
     "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten",
     "save_features", "load_features", "model_fingerprint",
     "ManifestRow", "read_selection_manifest", "write_selection_manifest",
-    "group_coverage", "coverage_table", "hit_probability", "CoverageRow", "CoverageTable", "EXPECTED_UNIFORM",
+    "group_coverage", "coverage_table", "hit_probability", "hit_rate", "HitRate", "CoverageRow", "CoverageTable",
+    "EXPECTED_UNIFORM",
 ]

@@ -179,3 +179,41 @@ def coverage_table(groups: Sequence[str], selections: Mapping[str, Mapping[int, 
         rare=[g for g, s in zip(names, pool_share) if s < rare_below],
         rows=rows,
     )
+
+
+@dataclass(frozen=True)
+class HitRate:
+    """How often selections of one budget hold at least one member of a sub-population.
+
+    ``rate``: the fraction of ``n_selections`` that do; ``chance``: the same probability for a
+    uniform random draw of ``budget`` images (exact, hypergeometric); ``mean_count`` /
+    ``expected_count``: members per selection, observed and under uniform sampling.
+    """
+
+    budget: int
+    n_selections: int
+    rate: float
+    chance: float
+    mean_count: float
+    expected_count: float
+
+
+def hit_rate(selections: Sequence[Sequence[int]], members: np.ndarray) -> HitRate:
+    """:class:`HitRate` of ``selections`` (pool row lists of one size) for the pool rows where ``members`` is True.
+
+    Example: how often a 10-image cold start contains a melanoma, against how often 10 random images would.
+    """
+    members = np.asarray(members, dtype=bool)
+    n = members.size
+    if not selections:
+        raise SelectionError("hit_rate needs at least one selection")
+    picked = [check_indices(sel, n, f"selection #{i}") for i, sel in enumerate(selections)]
+    budgets = {p.size for p in picked}
+    if len(budgets) != 1:
+        raise SelectionError(f"every selection must have the same size, got sizes {sorted(budgets)}")
+    budget = budgets.pop()
+    counts = np.array([members[p].sum() for p in picked])
+    k = int(members.sum())
+    return HitRate(budget=budget, n_selections=len(picked), rate=float((counts > 0).mean()),
+                   chance=float(hit_probability(n, k, budget)), mean_count=float(counts.mean()),
+                   expected_count=budget * k / n)
