@@ -105,7 +105,8 @@ def _default_split(data: LesionData, preset: Preset, split_mode: str, seed: int)
     test_size = max(1, round(n * SMALL_DATA_TEST_SHARE))
     if n - test_size < 1:
         raise SaalError(f"{n} labeled image(s) cannot be split into a pool and a test set")
-    wanted = f"pool {preset.pool_size} + test {preset.test_size}" if preset.pool_size else f"test {preset.test_size} + pool"
+    wanted = (f"pool {preset.pool_size} + test {preset.test_size}" if preset.pool_size
+              else f"test {preset.test_size} + pool")
     note = f"the data has {n} images, too few for the preset's {wanted}: using {n - test_size} pool / {test_size} test"
     return make_split(data, test_size=test_size, seed=seed), [note]
 

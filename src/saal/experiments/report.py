@@ -66,8 +66,8 @@ def selection_sheets(shared: Shared, results: Results) -> list[tuple[str, Path]]
         labeled = read_csv(task.directory(shared.out_dir) / "labeled_round_0.csv")
         chosen = [shared.pool.ids[i] for i in selection.indices]
         if chosen != [row["image_id"] for row in labeled]:
-            raise RuntimeError(f"the recomputed {cold_start} cold start ({task.replicate_label}) differs from the images "
-                               f"{cell} labeled; the loop's selection settings changed")
+            raise RuntimeError(f"the recomputed {cold_start} cold start ({task.replicate_label}) differs from the "
+                               f"images {cell} labeled; the loop's selection settings changed")
         if not png.is_file():
             selection_sheet(png, colour_thumbnails(shared.pool, selection.indices, 128), selection, shared.pool.ids)
         clusters = int(np.unique(selection.cluster[selection.cluster >= 0]).size)
