@@ -29,6 +29,10 @@ runs vs seeds; and the wall time. ``OUT/<set>/bench_real.md`` gets the same tabl
     python benchmarks/bench_real.py --sets isic --parts cold-start --budgets 10      # the cold start alone
     python benchmarks/bench_real.py --size 128 --out runs/bench-real-128             # at 128 px
     python benchmarks/bench_real.py --seeds 2 --ssl-seeds 1 --steps 5 --ssl-epochs 1 --out /tmp/br   # a smoke run
+
+Variants of the self-supervised stage (``--objective``, ``--schedule``, ``--readout``) run in folders of their
+own, ``OUT/<set>-<variant>``; a readout variant reuses (links) the pretraining runs of the folder without it, so
+only the features are recomputed.
 """
 
 from __future__ import annotations
@@ -94,7 +98,31 @@ def preset_for(args):
     budgets = tuple(int(b) for b in args.budgets.split(","))
     return get_preset("demo").with_overrides(
         name=f"yardstick-{args.size}", image_size=args.size, budgets=budgets, seg_steps=args.steps,
-        ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None)
+        ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None, ssl_objective=args.objective,
+        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch)
+
+
+def variant_folders(args) -> tuple[Path, Path | None]:
+    """The experiment folder of this variant, and the folder whose pretraining runs it reuses (or None)."""
+    from saal.config import get_preset
+
+    demo = get_preset("demo")
+    pretraining = [v for v, default in ((args.objective, demo.ssl_objective), (args.schedule, demo.ssl_schedule),
+                                        (args.ssl_batch and f"b{args.ssl_batch}", None)) if v and v != default]
+    base = args.out / "-".join([args.set, *pretraining])
+    if args.readout and args.readout != demo.feature_readout:
+        return Path(f"{base}-{args.readout}"), base
+    return base, None
+
+
+def share_pretraining(folder: Path, base: Path, ssl_seeds: int) -> None:
+    """Link ``folder``'s pretraining runs to ``base``'s (made there on first use), features stay apart."""
+    for j in range(ssl_seeds):
+        rel = Path("ssl") if j == 0 else Path("pretraining") / f"seed{j}" / "ssl"
+        (base / rel).mkdir(parents=True, exist_ok=True)
+        if not (folder / rel).exists():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).symlink_to((base / rel).resolve(), target_is_directory=True)
 
 
 def run_part(args, part: str, folder: Path, data: Path, preset) -> None:
@@ -261,6 +289,10 @@ def main() -> None:
                                                   "preset's)")
     ap.add_argument("--queries", default="random,entropy,uncertainty-diversity,representative",
                     help="queries of the query part")
+    ap.add_argument("--objective", default=None, help="self-supervised objective (default: the demo preset's)")
+    ap.add_argument("--schedule", default=None, help="pretraining learning-rate schedule (default: the demo preset's)")
+    ap.add_argument("--readout", default=None, help="feature readout (default: the demo preset's)")
+    ap.add_argument("--ssl-batch", type=int, default=None, help="pretraining batch size (default: the demo preset's)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -276,7 +308,9 @@ def main() -> None:
             sys.exit(f"bench_real: unknown set {name!r}; choose from {', '.join(SETS)}")
         args.set = name
         data = link_dataset(name, args.data_root, args.out)
-        folder = args.out / name
+        folder, base = variant_folders(args)
+        if base is not None:
+            share_pretraining(folder, base, args.ssl_seeds)
         preset = preset_for(args)
         set_started = time.perf_counter()
         for part in [p for p in args.parts.split(",") if p]:

@@ -84,7 +84,8 @@ def test_prediction_queries_ask_for_scores():
 
 
 def test_registry_names_and_unknown_name():
-    assert set(QUERIES) == {"random", "entropy", "bald", "variance", "representative", "uncertainty-diversity"}
+    assert set(QUERIES) == {"random", "entropy", "bald", "variance", "representative", "uncertainty-diversity",
+                            "cold-start-rule"}
     with pytest.raises(SaalError, match="unknown query 'bold'.*bald"):
         make_query("bold")
     assert make_query("bald", reduction="top10").heuristic.reduction == "top10"
@@ -153,3 +154,18 @@ def test_representative_defaults_to_the_papers_cluster_criterion():
     # the picks are the paper's criterion's picks, continued
     paper = SaalStrategy().select(features, 8, already_selected=first.tolist(), seed=0).indices[4:]
     assert more.tolist() == paper.tolist()
+
+
+def test_cold_start_rule_continues_the_runs_own_cold_start():
+    from saal.selection import TypiclustStrategy
+
+    query = make_query("cold-start-rule", cold_start="typiclust", seed=2)
+    assert isinstance(query, Representative) and isinstance(query.rule, TypiclustStrategy)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 3)).astype(np.float32)
+    active = ActiveSet([f"i{k}" for k in range(40)])
+    first = TypiclustStrategy().select(features, 5, seed=2).indices
+    active.label([f"i{k}" for k in first], round=0, source="cold-start")
+    picks = query.select(active, 4, features=features)
+    expected = TypiclustStrategy().select(features, 9, already_selected=first, seed=2).indices[5:]
+    assert picks == [f"i{k}" for k in expected]

@@ -62,6 +62,21 @@ def test_pool_two_keeps_a_coarse_layout(data, model):
     np.testing.assert_allclose(feats.reshape(7, -1, 4).mean(axis=2), one, rtol=1e-4, atol=1e-5)
 
 
+def test_multiscale_readout_pools_and_normalises_every_encoder_level(data, model):
+    feats = extract_features(model, data, readout="multiscale", batch_size=3, progress=False)
+    w = model.config.base_width
+    widths = [w, 2 * w, 4 * w, 8 * w, 8 * w]  # the five encoder levels
+    assert feats.shape == (7, sum(widths)) and feats.dtype == np.float32
+    parts = np.split(feats, np.cumsum(widths)[:-1], axis=1)
+    for part in parts:  # every level has unit length, whatever its channels
+        np.testing.assert_allclose(np.linalg.norm(part, axis=1), 1.0, rtol=1e-5)
+    bottleneck = extract_features(model, data, progress=False)
+    norms = np.linalg.norm(bottleneck, axis=1, keepdims=True)
+    np.testing.assert_allclose(parts[-1], bottleneck / norms, rtol=1e-4, atol=1e-5)  # the last level, normalised
+    with pytest.raises(SelectionError, match="unknown feature readout 'deep'"):
+        extract_features(model, data, readout="deep", progress=False)
+
+
 def test_extraction_is_repeatable(data, model):
     a = extract_features(model, data, batch_size=2, progress=False)
     b = extract_features(model, data, batch_size=5, progress=False)

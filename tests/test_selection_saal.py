@@ -141,3 +141,26 @@ def test_cluster_numbers_are_by_decreasing_size():
     cl = SaalStrategy(n_clusters=4).cluster(x, seed=0)
     assert cl.sizes.tolist() == [50, 30, 15, 5]
     assert cl.centres.shape == (4, x.shape[1])
+
+
+def test_saal_typical_keeps_the_quotas_and_takes_the_densest_members():
+    from saal.selection import SaalTypicalStrategy
+    from saal.selection.typiclust import typicality
+
+    rng = np.random.default_rng(3)
+    # cluster A: a dense core off-centre plus a sparse halo that pulls the centre away from the core
+    core = rng.normal([0.0, 0.0], 0.05, (40, 2))
+    halo = rng.normal([1.5, 0.0], 0.6, (20, 2))
+    other = rng.normal([20.0, 20.0], 0.3, (30, 2))
+    x = np.concatenate([core, halo, other])
+    paper = SaalStrategy(n_clusters=2, n_init=3).select(x, 6, seed=0)
+    typical = SaalTypicalStrategy(n_clusters=2, n_init=3).select(x, 6, seed=0)
+    assert typical.info["quotas"] == paper.info["quotas"]  # same clusters, same shares
+    assert typical.cluster.tolist() == paper.cluster.tolist()  # same interleaving
+    big = np.flatnonzero(typical.pool_clusters == 0)
+    picked = [i for i, c in zip(typical.indices, typical.cluster) if c == 0]
+    ranking = big[np.argsort(-typicality(x[big], 20), kind="stable")]
+    assert picked == ranking[:len(picked)].tolist()  # the densest members first
+    assert all(i < 40 for i in picked)  # ... which lie in the dense core, not the halo
+    more = SaalTypicalStrategy(n_clusters=2, n_init=3).select(x, 9, already_selected=typical.indices, seed=0)
+    assert more.indices[:6].tolist() == typical.indices.tolist()

@@ -20,12 +20,13 @@ def feats() -> np.ndarray:
 
 def strategy(name: str) -> ColdStartStrategy:
     # n_init=2 keeps the k-means strategies fast; the contract does not depend on it
-    params = {"saal": {"n_init": 2}, "typiclust": {"n_init": 2}, "probcover": {"n_init": 2}}.get(name, {})
+    params = {"saal": {"n_init": 2}, "saal-typical": {"n_init": 2}, "typiclust": {"n_init": 2},
+              "probcover": {"n_init": 2}}.get(name, {})
     return get_cold_start(name, **params)
 
 
 def test_registry_lists_every_strategy():
-    assert set(COLD_STARTS) == {"saal", "random", "kcenter", "typiclust", "probcover"}
+    assert set(COLD_STARTS) == {"saal", "saal-typical", "random", "kcenter", "typiclust", "probcover"}
     for name in NAMES:
         assert get_cold_start(name).name == name
 
@@ -39,6 +40,7 @@ def test_unknown_strategy_or_option_is_a_one_line_error():
 
 def test_run_settings_go_to_the_strategies_that_take_them():
     assert make_cold_start("saal", n_clusters=4).n_clusters == 4
+    assert make_cold_start("saal-typical", n_clusters=4).n_clusters == 4
     assert make_cold_start("saal").n_clusters == 10
     for name in ("random", "kcenter", "typiclust", "probcover"):  # no n_clusters option: the setting is not theirs
         assert type(make_cold_start(name, n_clusters=4)) is COLD_STARTS[name]

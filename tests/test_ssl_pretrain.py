@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -56,7 +58,12 @@ def test_restoration_loss_decreases_and_files_are_written(tmp_path):
     assert meta["metrics"]["best_val_loss"] == min(h["val_loss"] for h in result.history)
     rows = read_csv(ssl / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "lr", "seconds"}
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_restore", "val_identity", "restoration_gain",
+                            "val_contrastive", "lr", "seconds"}
+    for h in result.history:  # the restoration is compared with the trivial answer, the damaged input itself
+        assert h["val_loss"] == h["val_restore"] and h["val_identity"] > 0 and h["val_contrastive"] is None
+        assert h["restoration_gain"] == pytest.approx(1 - h["val_restore"] / h["val_identity"])
+    assert result.history[-1]["restoration_gain"] > result.history[0]["restoration_gain"]
     with Image.open(ssl / "samples.png") as im:
         # two rows of damaged | restored | original, each image enlarged well beyond its S pixels
         assert im.width >= 3 * 100 and 1.2 < im.width / im.height < 1.6
@@ -150,7 +157,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 
 def test_early_stopping_keeps_the_best_weights_and_lr_decays(tmp_path, monkeypatch):
     # Validation that only gets worse after epoch 1: patience 2 stops after epoch 3.
-    monkeypatch.setattr(pretrain_mod._Run, "validate", lambda self: 1.0 + self.epoch)
+    monkeypatch.setattr(pretrain_mod._Run, "validate", lambda self: {"val_loss": 1.0 + self.epoch})
     result = pretrain(structured_pool(), tmp_path, config=tiny(epochs=6, patience=2, lr_step=1), progress=False)
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
     assert read_json(tmp_path / "ssl" / "model.json")["metrics"]["stopped_early"] is True
@@ -198,3 +205,57 @@ def test_config_from_preset_and_validation():
 def test_too_small_pool_is_an_error(tmp_path):
     with pytest.raises(SaalError, match="at least 2"):
         pretrain(structured_pool(n=1), tmp_path, config=tiny(), progress=False)
+
+
+def test_cosine_and_plateau_schedules_keep_learning(tmp_path, monkeypatch):
+    cosine = pretrain(structured_pool(), tmp_path / "cos", config=tiny(epochs=4, lr_schedule="cosine"),
+                      progress=False)
+    low = 0.01 * 3e-3  # annealed to 1 % of the rate over the epoch cap
+    expected = [low + (3e-3 - low) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert [h["lr"] for h in cosine.history] == pytest.approx(expected)
+    # plateau: the rate halves only after more than patience // 2 epochs without improvement
+    val = iter([3.0, 2.0, 2.5, 2.6, 2.7, 1.0, 1.1])
+    monkeypatch.setattr(pretrain_mod._Run, "validate", lambda self: {"val_loss": next(val)})
+    plateau = pretrain(structured_pool(), tmp_path / "plateau", config=tiny(epochs=7, patience=4,
+                                                                            lr_schedule="plateau"), progress=False)
+    assert [h["lr"] for h in plateau.history] == pytest.approx([3e-3] * 5 + [1.5e-3] * 2)
+
+
+def test_contrastive_pretraining_learns_and_never_needs_masks(tmp_path):
+    pool = structured_pool(n=32)
+    assert pool.masks is None
+    result = pretrain(pool, tmp_path, config=tiny(epochs=6, batch_size=16, steps_per_epoch=6, lr=1e-3,
+                                                  objective="contrastive"), progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]  # NT-Xent falls: the views of an image become recognisable
+    first = result.history[0]
+    assert first["val_restore"] is None and first["restoration_gain"] is None and first["val_contrastive"] > 0
+    state = load_state(result.weights_path)
+    assert set(state) == set(UNet(in_channels=1, out_channels=1, base_width=4).state_dict())  # no head in weights
+    assert "net.0.weight" in load_state(tmp_path / "ssl" / "checkpoint.pt")["head"]
+    with Image.open(tmp_path / "ssl" / "samples.png") as im:  # view 1 | view 2 | original
+        assert im.width > im.height
+
+
+def test_combined_objective_records_both_terms_and_resumes_exactly(tmp_path, monkeypatch):
+    config = tiny(epochs=3, batch_size=8, objective="genesis+contrastive")
+    whole = pretrain(structured_pool(), tmp_path / "whole", config=config, progress=False)
+    for h in whole.history:
+        assert h["val_restore"] > 0 and h["val_contrastive"] > 0
+        assert h["val_loss"] == pytest.approx(h["val_restore"] + 0.01 * h["val_contrastive"])
+    real = pretrain_mod._Run.end_epoch
+
+    def stop_after_two(self, epoch, *args):
+        improved = real(self, epoch, *args)
+        if epoch == 1:
+            self.save(improved)
+            raise KeyboardInterrupt
+        return improved
+
+    monkeypatch.setattr(pretrain_mod._Run, "end_epoch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(structured_pool(), tmp_path / "cut", config=config, progress=False)
+    monkeypatch.undo()
+    resumed = pretrain(structured_pool(), tmp_path / "cut", config=config, progress=False)
+    a, b = load_state(whole.weights_path), load_state(resumed.weights_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)

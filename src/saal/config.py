@@ -52,6 +52,10 @@ class Preset:
     ssl_epochs, ssl_batch, ssl_lr, ssl_patience, ssl_val_fraction
         Self-supervised pretraining: epoch cap, batch size, Adam learning rate, epochs without
         validation improvement before stopping, share of the pool held out for validation.
+    ssl_objective : str
+        ``genesis`` (the paper's restoration), ``contrastive`` (SimCLR) or ``genesis+contrastive``.
+    ssl_schedule : str
+        Learning-rate schedule of the pretraining: ``step`` (Models Genesis), ``cosine`` or ``plateau``.
     cold_start : str
         The cold start of ``saal run`` and ``saal select`` (see :mod:`saal.selection`).
     init : {"ssl", "scratch"}
@@ -60,6 +64,9 @@ class Preset:
         k of the paper's k-means cold start (and of the representative query).
     feature_pool : int
         The bottleneck map is average-pooled to ``feature_pool x feature_pool`` cells per image.
+    feature_readout : str
+        ``bottleneck`` (the paper's pooled bottleneck) or ``multiscale`` (every encoder level, pooled
+        and normalised per level); see :mod:`saal.selection.features`.
     seg_steps : int
         Optimisation steps of every segmentation training, whatever the labeled budget.
     seg_epochs : int or None
@@ -99,11 +106,14 @@ class Preset:
     ssl_lr: float = 1e-3
     ssl_patience: int = 5
     ssl_val_fraction: float = 0.1
+    ssl_objective: str = "genesis"
+    ssl_schedule: str = "step"
     # cold-start selection
     cold_start: str = "saal"
     init: str = "ssl"
     n_clusters: int = 10
     feature_pool: int = 1
+    feature_readout: str = "bottleneck"
     # segmentation
     seg_steps: int = 200
     seg_epochs: int | None = None

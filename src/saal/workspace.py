@@ -113,24 +113,33 @@ def _default_split(data: LesionData, preset: Preset, split_mode: str, seed: int)
 
 def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                    preset: Preset | str | None = None, seed: int | None = None, split_mode: str = "random",
-                   skip_bad: bool = False, create: bool = True, progress: bool = True) -> Workspace:
+                   skip_bad: bool = False, create: bool = True, progress: bool = True,
+                   settings: dict | None = None) -> Workspace:
     """Open (or create) a run directory and load its data and split.
 
     ``data`` is a folder in any layout :func:`saal.data.load_dataset` reads, or
     None for the embedded synthetic dataset. A new run records ``data``,
     ``preset`` (default ``demo``) and ``seed`` (default 0) in ``run.json``; an
     existing one reuses them, and options that contradict them are an error.
-    The pool/test split is seeded by the data split seed (0), not by ``seed``,
-    so runs with different seeds share their test set and can be compared.
+    ``settings`` replace single preset fields (e.g. ``{"ssl_objective":
+    "contrastive"}``, None values ignored): recorded with a new run, checked
+    against an existing one. The pool/test split is seeded by the data split
+    seed (0), not by ``seed``, so runs with different seeds share their test set
+    and can be compared.
     """
     run_dir = Path(run_dir)
     source = None if data is None else str(Path(data).resolve())
     run_file = run_dir / RUN_FILE
     recorded = read_json(run_file) if run_file.is_file() else None
+    settings = {k: v for k, v in (settings or {}).items() if v is not None}
     if recorded is not None:
         _check_agrees(run_dir, recorded, source, preset, seed)
         source, seed = recorded["source"], int(recorded["seed"])
         chosen = Preset.from_record(recorded["preset"])
+        differ = sorted(k for k, v in settings.items() if getattr(chosen, k) != v)
+        if differ:
+            made = ", ".join(f"{k}={getattr(chosen, k)!r}" for k in differ)
+            raise SaalError(f"{run_dir} was made with {made}; use a new run directory to change it")
         if isinstance(preset, Preset) and preset.extends(chosen):  # the run grows to more budgets
             chosen = preset
             write_json(run_file, {**recorded, "preset": preset.to_dict()})
@@ -145,7 +154,7 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
             raise SaalError(f"the run directory {run_dir} must not be inside the data folder {source} "
                             "(saal never writes into your data)")
         seed = 0 if seed is None else int(seed)
-        chosen = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
+        chosen = (preset if isinstance(preset, Preset) else get_preset(preset or "demo")).with_overrides(**settings)
     loaded, sizes, notes = _load(source, chosen, skip_bad=skip_bad, progress=progress)
     if recorded is None:
         split, split_notes = _default_split(loaded, chosen, split_mode, seed=0)

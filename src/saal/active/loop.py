@@ -41,7 +41,7 @@ from ..models.unet import UNet, UNetConfig
 from ..render.figures import plot_round_curve
 from ..runtime import generator
 from ..segmentation import SegConfig, evaluate, iter_predictions, train_segmentation
-from ..selection.registry import make_cold_start
+from ..selection.registry import COLD_STARTS, make_cold_start
 from .oracle import SimulatedOracle
 from .pool import ActiveSet
 from .queries import Query, make_query
@@ -269,7 +269,8 @@ def cold_start_ids(pool: LesionData, budget: int, *, config: LoopConfig, feature
 
 def loop_query(config: LoopConfig) -> Query:
     """The loop's query (rounds >= 1), built from its settings."""
-    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters)
+    cold_start = config.cold_start if config.cold_start in COLD_STARTS else "saal"  # "none": no plan recorded
+    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters, cold_start=cold_start)
 
 
 def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, query: Query,

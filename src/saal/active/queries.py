@@ -10,8 +10,11 @@ positions among the candidates from what it needs: uncertainty scores of a
 * ``entropy``, ``bald``, ``variance``  the ``k`` highest scores of that heuristic (:class:`TopScores`);
 * ``uncertainty-diversity``  the ``m = ceil(m_factor k)`` most uncertain candidates (entropy),
   then ``k`` spread-out ones among them by greedy k-center on the features (:class:`Diverse`);
-* ``representative``  the cold-start rule continued: the next images by the paper's cluster
-  criterion on the features (:class:`Representative`).
+* ``representative``  the paper's continuation: the next images by its cluster criterion on the
+  features (:class:`Representative` with the ``saal`` rule);
+* ``cold-start-rule``  the run's own cold start continued the same way (e.g. TypiClust, which
+  re-clusters the pool into labeled + k clusters and takes the most typical image of each
+  uncovered one): label-free picks that keep the cold start's coverage growing.
 
 :func:`make_query` builds a query from its name and the run's settings.
 """
@@ -247,20 +250,27 @@ class Representative(Query):
         return self.extend(features, active.labeled_indices, k)
 
 
-#: Each query name and how a run builds it from its settings (seed, n_clusters, reduction).
+#: Each query name and how a run builds it from its settings (seed, n_clusters, reduction, cold start).
 QUERIES: dict[str, Callable[..., Query]] = {
-    "random": lambda seed, n_clusters, reduction: RandomQuery(seed=seed),
-    "entropy": lambda seed, n_clusters, reduction: TopScores(Entropy(reduction), seed=seed),
-    "bald": lambda seed, n_clusters, reduction: TopScores(BALD(reduction), seed=seed),
-    "variance": lambda seed, n_clusters, reduction: TopScores(Variance(reduction), seed=seed),
-    "uncertainty-diversity": lambda seed, n_clusters, reduction: Diverse(Entropy(reduction), seed=seed),
-    "representative": lambda seed, n_clusters, reduction: Representative(
+    "random": lambda seed, n_clusters, reduction, cold_start: RandomQuery(seed=seed),
+    "entropy": lambda seed, n_clusters, reduction, cold_start: TopScores(Entropy(reduction), seed=seed),
+    "bald": lambda seed, n_clusters, reduction, cold_start: TopScores(BALD(reduction), seed=seed),
+    "variance": lambda seed, n_clusters, reduction, cold_start: TopScores(Variance(reduction), seed=seed),
+    "uncertainty-diversity": lambda seed, n_clusters, reduction, cold_start: Diverse(Entropy(reduction), seed=seed),
+    "representative": lambda seed, n_clusters, reduction, cold_start: Representative(
         make_cold_start("saal", n_clusters=n_clusters), seed=seed),
+    "cold-start-rule": lambda seed, n_clusters, reduction, cold_start: Representative(
+        make_cold_start(cold_start, n_clusters=n_clusters), seed=seed),
 }
 
 
-def make_query(name: str, *, seed: int = 0, n_clusters: int = 10, reduction: str = "mean") -> Query:
-    """The query called ``name`` as a run configures it (``n_clusters``: the representative query's k-means)."""
+def make_query(name: str, *, seed: int = 0, n_clusters: int = 10, reduction: str = "mean",
+               cold_start: str = "saal") -> Query:
+    """The query called ``name`` as a run configures it.
+
+    ``n_clusters`` is the k of the clustering rules, ``cold_start`` the run's cold start (which the
+    ``cold-start-rule`` query continues), ``reduction`` how the uncertainty heuristics score an image.
+    """
     if name not in QUERIES:
         raise SaalError(f"unknown query {name!r}; choose from {', '.join(QUERIES)}")
-    return QUERIES[name](seed=seed, n_clusters=n_clusters, reduction=reduction)
+    return QUERIES[name](seed=seed, n_clusters=n_clusters, reduction=reduction, cold_start=cold_start)

@@ -36,14 +36,15 @@ def experiment(
     seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N",
                                         help="Repeat every cell with seeds 0..N-1 (default: the preset's)."),
     cold_starts: Optional[str] = typer.Option(None, "--cold-starts", metavar="A,B",
-                                              help="Cold starts to compare (default random,saal,typiclust,kcenter; "
-                                                   "also probcover)."),
+                                              help="Cold starts to compare (default random,saal,typiclust,kcenter "
+                                                   "and the preset's; also saal-typical, probcover)."),
     inits: Optional[str] = typer.Option(None, "--inits", metavar="A,B",
                                         help="Initialisations for every cold start: ssl, scratch (default: both "
                                              "for random and saal, ssl for the others)."),
     queries: Optional[str] = typer.Option(None, "--queries", metavar="A,B",
                                           help="Queries of the later rounds (default: the preset's): random, "
-                                               "entropy, bald, variance, representative, uncertainty-diversity."),
+                                               "entropy, bald, variance, representative, uncertainty-diversity, "
+                                               "cold-start-rule."),
     ssl_seeds: int = typer.Option(1, "--ssl-seeds", metavar="K", min=1,
                                   help="Self-supervised pretraining runs (seeds S, S+1, ... from the run's --seed): "
                                        "every cell and seed is repeated on each, so the results sample the "
@@ -53,6 +54,9 @@ def experiment(
                                                   "each pretraining run only (default: every seed)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of a new OUTDIR: its (first) pretraining run "
                                                            "(default 0)."),
+    objective: Optional[str] = typer.Option(None, "--objective",
+                                            help="Self-supervised objective of a new OUTDIR: genesis, contrastive or "
+                                                 "genesis+contrastive (default: the preset's)."),
     workers: int = typer.Option(1, "--workers", metavar="N",
                                 help="Local worker processes, one torch thread each (2 suits a 2-core machine)."),
     split: str = typer.Option("random", "--split",
@@ -71,7 +75,8 @@ def experiment(
         raise SaalError(f"--split: choose random or official, got {split!r}")
     results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, cold_starts=cold_starts, inits=inits,
                                  queries=queries, ssl_seeds=ssl_seeds, full_seeds=full_seeds, workers=workers,
-                                 progress=not no_progress, split_mode=split, skip_bad=skip_bad, seed=seed)
+                                 progress=not no_progress, split_mode=split, skip_bad=skip_bad, seed=seed,
+                                 settings={"ssl_objective": objective})
     results = load_results(results_csv)
     smallest = min(results.budgets)
     typer.echo(f"Dice at {smallest} labeled images (mean ± std over replicates, worst one):")

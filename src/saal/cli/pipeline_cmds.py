@@ -18,24 +18,28 @@ RUN_HELP = "Run directory: every stage reads and writes its files here (created 
 DATA_HELP = ("Dataset folder (ISIC 2016/2017/2018 layout, images/ + masks/, or unlabeled images). "
              "Default: the embedded synthetic dataset. Only needed when the run directory is new.")
 PRESET_HELP = "demo (minutes on a CPU, 64 px), cpu (ISIC protocol at 128 px), paper (256 px, 64 channels; GPUs)."
+OBJECTIVE_HELP = ("Self-supervised objective of a new run: genesis (the paper's Models Genesis restoration), "
+                  "contrastive (SimCLR views) or genesis+contrastive. Default: the preset's.")
 COLD_START_HELP = ("saal (the paper: k-means on the SSL features, a share per cluster, nearest the centre first), "
-                   "random, kcenter (core-set), typiclust, probcover. Default: the preset's.")
+                   "saal-typical (the paper's shares, the most typical members first), random, kcenter (core-set), "
+                   "typiclust, probcover. Default: the preset's.")
 QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, variance (MC dropout), "
-              "uncertainty-diversity, representative (the paper's cluster criterion continued). Default: the preset's.")
+              "uncertainty-diversity, representative (the paper's cluster criterion continued), cold-start-rule "
+              "(the run's own cold start continued). Default: the preset's.")
 
 annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
 
 
 def _workspace(run: Path, data: Optional[Path], preset: Optional[str], seed: Optional[int],
-               skip_bad: bool = False, quiet: bool = False, create: bool = True):
+               skip_bad: bool = False, quiet: bool = False, create: bool = True, objective: Optional[str] = None):
     from ..workspace import open_workspace
 
     ws = open_workspace(run, data=data, preset=preset, seed=seed, skip_bad=skip_bad, create=create,
-                        progress=not quiet)
+                        progress=not quiet, settings={"ssl_objective": objective})
     if not quiet:
         test = "no test set" if ws.test is None else f"{len(ws.test)} test"
         typer.echo(f"run {ws.run_dir}: {ws.source}, preset {ws.preset.name}, seed {ws.seed}, "
-                   f"{len(ws.pool)} pool / {test} images at {ws.preset.image_size} px", err=True)
+                   f"pool {len(ws.pool)} images / {test} images at {ws.preset.image_size} px", err=True)
     return ws
 
 
@@ -45,6 +49,7 @@ def pretrain_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Pretraining epochs (default: the preset's)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Require an interrupted run to continue (exactly)."),
     force: bool = typer.Option(False, "--force", help="Start over even if a finished pretraining exists."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
@@ -59,7 +64,7 @@ def pretrain_cmd(
     from ..pipeline import ssl_weights
     from ..ssl import load_result
 
-    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective)
     ssl_weights(ws, epochs=epochs, resume=resume, force=force, progress=not quiet)
     result = load_result(ws.run_dir)
     first, last = result.history[0]["val_loss"], result.best_val_loss
@@ -77,6 +82,7 @@ def select_cmd(
     clusters: Optional[int] = typer.Option(None, "--clusters", min=1, help="k of k-means (default 10)."),
     preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -89,7 +95,7 @@ def select_cmd(
     """
     from ..pipeline import select_images
 
-    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective)
     result = select_images(ws, budget, cold_start=cold_start, weights=weights, n_clusters=clusters,
                            progress=not quiet)
     typer.echo(f"selected {len(result.ids)} images ({len(result.new_ids)} new) -> {result.manifest}")
@@ -173,6 +179,7 @@ def run_cmd(
     cold_start: Optional[str] = typer.Option(None, "--cold-start", help=COLD_START_HELP),
     query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
     init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
+    objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -187,7 +194,7 @@ def run_cmd(
     from ..pipeline import run_all
 
     t0 = time.perf_counter()
-    ws = _workspace(run, data, preset, seed, skip_bad, quiet)
+    ws = _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective)
     result = run_all(ws, cold_start=cold_start, query=query, init=init, progress=not quiet)
     for r in result.rounds:
         typer.echo(f"round {r['round']}: {r['n_labeled']:>5} labeled  Dice {100 * r['dice']:.1f}  "

@@ -96,14 +96,14 @@ def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, ss
     model, path = load_encoder(ws, weights, ssl_seed=ssl_seed, progress=progress)
     fingerprint = model_fingerprint(model)
     directory = ssl_root(ws, ssl_seed) / FEATURES_DIR
+    made_by = {"model": fingerprint, "pool": ws.preset.feature_pool, "readout": ws.preset.feature_readout}
     try:
         cached = load_features(directory, expected_ids=ws.pool.ids)
-        if cached.meta.get("model") == fingerprint and cached.meta.get("pool") == ws.preset.feature_pool:
+        if {k: cached.meta.get(k, "bottleneck" if k == "readout" else None) for k in made_by} == made_by:
             return cached.features
     except SelectionError:
         pass
-    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, device=resolve_device(device),
-                             progress=progress)
-    save_features(directory, ws.pool.ids, feats, {"model": fingerprint, "pool": ws.preset.feature_pool,
-                                                    "weights": str(path)})
+    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, readout=ws.preset.feature_readout,
+                             device=resolve_device(device), progress=progress)
+    save_features(directory, ws.pool.ids, feats, {**made_by, "weights": str(path)})
     return feats

@@ -10,7 +10,7 @@ See docs/selection.md for the criterion, the strategies and the incremental sema
 """
 
 from saal.selection.base import ColdStartStrategy, Extension, Selection
-from saal.selection.cluster import SaalStrategy, allocate
+from saal.selection.cluster import SaalStrategy, SaalTypicalStrategy, allocate
 from saal.selection.coverage import (
     EXPECTED_UNIFORM,
     CoverageRow,
@@ -41,7 +41,7 @@ from saal.selection.uniform import RandomStrategy
 
 __all__ = [
     "ColdStartStrategy", "Extension", "Selection", "COLD_STARTS", "get_cold_start", "make_cold_start",
-    "SaalStrategy", "RandomStrategy", "KCenterStrategy", "farthest_first", "TypiclustStrategy", "ProbCoverStrategy",
+    "SaalStrategy", "SaalTypicalStrategy", "RandomStrategy", "KCenterStrategy", "farthest_first", "TypiclustStrategy", "ProbCoverStrategy",
     "Clustering", "fit_kmeans", "allocate",
     "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten",
     "save_features", "load_features", "model_fingerprint",

@@ -87,11 +87,11 @@ def interleave(sizes: np.ndarray, have: np.ndarray, quotas: np.ndarray) -> np.nd
     return seq
 
 
-def nearest_first(clustering: Clustering, taken: np.ndarray, seq: np.ndarray) -> np.ndarray:
+def members_first(clustering: Clustering, rank_key: np.ndarray, taken: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """Fill the positions of ``seq`` (one cluster number each) with that cluster's
-    next untaken member, nearest to its centre first (ties: lower index)."""
+    next untaken member, lowest ``rank_key`` first (ties: lower index)."""
     n = clustering.labels.size
-    order = np.lexsort((np.arange(n), clustering.distances, clustering.labels))
+    order = np.lexsort((np.arange(n), rank_key, clustering.labels))
     order = order[~taken[order]]
     starts = np.searchsorted(clustering.labels[order], np.arange(clustering.k))
     # occurrence number of each position within its cluster, in sequence order
@@ -141,6 +141,10 @@ class SaalStrategy(ColdStartStrategy):
     def _cluster(self, x: np.ndarray, seed: int) -> Clustering:
         return fit_kmeans(x, self.n_clusters, seed, n_init=self.n_init, minibatch_above=self.minibatch_above)
 
+    def rank_key(self, x: np.ndarray, clustering: Clustering) -> np.ndarray:
+        """Within a cluster, members with a lower key are taken first: the distance to the centre."""
+        return clustering.distances
+
     def _extend(self, x: np.ndarray, prior: np.ndarray, n_new: int, seed: int) -> Extension:
         cl = self._cluster(x, seed)
         sizes = cl.sizes
@@ -149,7 +153,7 @@ class SaalStrategy(ColdStartStrategy):
         quotas = allocate(sizes, budget, have)
         taken = np.zeros(x.shape[0], dtype=bool)
         taken[prior] = True
-        new = nearest_first(cl, taken, interleave(sizes, have, quotas))
+        new = members_first(cl, self.rank_key(x, cl), taken, interleave(sizes, have, quotas))
         chosen = np.concatenate([prior, new])
         return Extension(
             new=new,
@@ -159,3 +163,49 @@ class SaalStrategy(ColdStartStrategy):
             centres=cl.centres,
             info={"n_clusters": cl.k, "cluster_sizes": sizes.tolist(), "quotas": quotas.tolist()},
         )
+
+
+class SaalTypicalStrategy(SaalStrategy):
+    """The paper's proportional quotas, but each cluster's *most typical* members first.
+
+    The centre of a k-means cluster can fall between sub-groups, so the member
+    nearest to it may be an in-between, unrepresentative image; TypiClust's
+    typicality (inverse mean distance to the nearest members of the same cluster,
+    :func:`~saal.selection.typiclust.typicality`) picks the densest part of the
+    cluster instead. Quotas, interleaving and incremental extension are the
+    paper's (:class:`SaalStrategy`); ``distance`` stays the distance to the centre.
+
+    Parameters
+    ----------
+    n_clusters, n_init, minibatch_above
+        As in :class:`SaalStrategy`.
+    k_neighbors : int, default 20
+        Neighbours that define typicality (half the cluster when it is smaller than twice this).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.concatenate([np.zeros((40, 2)), np.full((10, 2), 5.0)])
+    >>> x += np.random.default_rng(0).normal(scale=0.1, size=x.shape)
+    >>> SaalTypicalStrategy(n_clusters=2).select(x, 5, seed=0).cluster.tolist()
+    [0, 0, 1, 0, 0]
+    """
+
+    name = "saal-typical"
+
+    def __init__(self, n_clusters: int = 10, k_neighbors: int = 20, n_init: int | None = None,
+                 minibatch_above: int = MINIBATCH_ABOVE):
+        super().__init__(n_clusters, n_init, minibatch_above)
+        if int(k_neighbors) < 1:
+            raise SelectionError(f"saal-typical k_neighbors must be >= 1, got {k_neighbors}")
+        self.k_neighbors = int(k_neighbors)
+
+    def rank_key(self, x: np.ndarray, clustering: Clustering) -> np.ndarray:
+        """Minus each member's typicality within its own cluster (the whole cluster, so extensions agree)."""
+        from saal.selection.typiclust import typicality
+
+        key = np.empty(x.shape[0])
+        for c in range(clustering.k):
+            members = np.flatnonzero(clustering.labels == c)
+            key[members] = -typicality(x[members], self.k_neighbors)
+        return key

@@ -3,10 +3,15 @@
 The selection criterion only sees these vectors, so they must describe the
 images the annotator will actually be shown: features come from the *clean*
 images (no restoration corruption, no augmentation) with the network in eval
-mode, and row ``i`` is always image ``i`` of the dataset. The bottleneck map
-is average-pooled to ``pool x pool`` cells and flattened (``pool=1`` gives the
-paper's ``8 * base_width``-d vector, 512 at width 64; ``pool=2`` keeps a coarse
-layout at 4x the size).
+mode, and row ``i`` is always image ``i`` of the dataset. Two readouts:
+
+* ``bottleneck`` (the paper's): the deepest encoder map, average-pooled to
+  ``pool x pool`` cells and flattened (``pool=1`` gives the ``8 * base_width``-d
+  vector, 512 at width 64; ``pool=2`` keeps a coarse layout at 4x the size);
+* ``multiscale``: every encoder level average-pooled to one vector, each vector
+  scaled to unit length, concatenated (``15 * base_width`` numbers). The early
+  levels see colour and texture, the bottleneck shape and context; normalising
+  per level gives each the same say, whatever its number of channels or scale.
 
 The cache (``features.npy`` + ``feature_ids.csv`` + ``features.json``) records
 checksums of both files so that a half-written or stale mix is refused rather
@@ -34,13 +39,31 @@ IDS_FILE = "feature_ids.csv"
 META_FILE = "features.json"
 
 
-def extract_features(model: torch.nn.Module, data: LesionData, *, pool: int = 1, batch_size: int = 64,
-                     device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
-    """``(N, C * pool * pool)`` float32 bottleneck features of ``data.images``, in dataset order.
+READOUTS = ("bottleneck", "multiscale")
 
-    ``model`` needs a ``bottleneck(x)`` method (:class:`saal.models.unet.UNet`);
-    it is moved to ``device`` and put back into its previous train/eval mode.
+
+def _readout(model: torch.nn.Module, x: torch.Tensor, readout: str, pool: int, image_size: int) -> torch.Tensor:
+    """One feature row per image of the batch ``x``."""
+    if readout == "multiscale":
+        levels = model.encoder(x)
+        return torch.cat([F.normalize(F.adaptive_avg_pool2d(f, 1).flatten(1), dim=1) for f in levels], dim=1)
+    fmap = model.bottleneck(x)
+    if min(fmap.shape[-2:]) < pool:
+        raise SelectionError(f"feature pool={pool} exceeds the {fmap.shape[-2]}x{fmap.shape[-1]} bottleneck of "
+                             f"{image_size}-px images")
+    return F.adaptive_avg_pool2d(fmap, int(pool)).flatten(1)
+
+
+def extract_features(model: torch.nn.Module, data: LesionData, *, pool: int = 1, readout: str = "bottleneck",
+                     batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True) -> np.ndarray:
+    """``(N, D)`` float32 features of ``data.images`` by ``readout`` (see the module docstring), dataset order.
+
+    ``model`` needs ``encoder(x)`` (every level) and ``bottleneck(x)`` (:class:`saal.models.unet.UNet`);
+    it is moved to ``device`` and put back into its previous train/eval mode. ``pool`` applies to the
+    bottleneck readout.
     """
+    if readout not in READOUTS:
+        raise SelectionError(f"unknown feature readout {readout!r}; choose one of {', '.join(READOUTS)}")
     if int(pool) < 1:
         raise SelectionError(f"feature pool must be >= 1, got {pool}")
     if int(batch_size) < 1:
@@ -60,13 +83,7 @@ def extract_features(model: torch.nn.Module, data: LesionData, *, pool: int = 1,
             starts = range(0, n, int(batch_size))
             for s in track(starts, description="features", disable=not progress, total=len(starts)):
                 x = images_to_tensor(data.images[s:s + batch_size], dev)
-                fmap = model.bottleneck(x)
-                if min(fmap.shape[-2:]) < pool:
-                    raise SelectionError(
-                        f"feature pool={pool} exceeds the {fmap.shape[-2]}x{fmap.shape[-1]} bottleneck of "
-                        f"{data.image_size}-px images"
-                    )
-                feats = F.adaptive_avg_pool2d(fmap, int(pool)).flatten(1).float().cpu().numpy()
+                feats = _readout(model, x, readout, pool, data.image_size).float().cpu().numpy()
                 if out is None:
                     out = np.empty((n, feats.shape[1]), dtype=np.float32)
                 out[s:s + feats.shape[0]] = feats

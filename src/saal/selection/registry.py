@@ -13,7 +13,7 @@ import inspect
 
 from saal.errors import SelectionError
 from saal.selection.base import ColdStartStrategy
-from saal.selection.cluster import SaalStrategy
+from saal.selection.cluster import SaalStrategy, SaalTypicalStrategy
 from saal.selection.kcenter import KCenterStrategy
 from saal.selection.probcover import ProbCoverStrategy
 from saal.selection.typiclust import TypiclustStrategy
@@ -21,6 +21,7 @@ from saal.selection.uniform import RandomStrategy
 
 COLD_STARTS: dict[str, type[ColdStartStrategy]] = {
     "saal": SaalStrategy,
+    "saal-typical": SaalTypicalStrategy,
     "random": RandomStrategy,
     "kcenter": KCenterStrategy,
     "typiclust": TypiclustStrategy,

@@ -1,9 +1,11 @@
-"""Models Genesis restoration pretraining of the U-Net on the unlabeled pool.
+"""Self-supervised pretraining of the U-Net on the unlabeled pool.
 
-The U-Net learns to undo the damage of :mod:`saal.ssl.transforms` (sigmoid
-output, MSE to the original), which needs no labels: the whole pool is used, so
-the bottleneck features are meaningful for cold-start selection and the
-weights give segmentation a head start.
+The objective (:mod:`saal.ssl.objectives`) is the paper's Models Genesis
+restoration (undo the damage of :mod:`saal.ssl.transforms`: sigmoid output, MSE
+to the original), SimCLR's contrastive loss on two views of every image, or
+both. None needs labels: the whole pool is used, so the bottleneck features are
+meaningful for cold-start selection and the weights give segmentation a head
+start.
 
 Files written to ``<run_dir>/ssl/`` (all atomically, by rank 0 only):
 
@@ -13,9 +15,14 @@ Files written to ``<run_dir>/ssl/`` (all atomically, by rank 0 only):
   :func:`saal.models.unet.transfer_weights` and feature extraction.
 * ``model.json``    -- written when the run finishes: U-Net config, training
   config, seed, metrics, validation ids. Its presence marks a finished run.
-* ``history.csv``   -- epoch, train_loss, val_loss, lr, seconds.
+* ``history.csv``   -- per epoch: train_loss, val_loss (what early stopping
+  watches), val_restore (restoration MSE), val_identity (the MSE of the trivial
+  answer, returning the damaged input), restoration_gain (1 - val_restore /
+  val_identity: 0 = no better than doing nothing), val_contrastive (NT-Xent),
+  lr, seconds; a term the objective lacks is empty.
 * ``samples.png``   -- (damaged | restored | original) rows for a few
-  validation images, redrawn with every new best, for a human to look at.
+  validation images, redrawn with every new best, for a human to look at
+  (view 1 | view 2 | original for the contrastive objective alone).
 
 Resume semantics: every random stream (split, initialisation, batch order,
 damage, validation damage) is derived from ``(seed, stream, epoch, rank)``
@@ -38,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import Preset, get_preset
 from ..data.dataset import LesionData
@@ -49,11 +55,16 @@ from ..progress import StepProgress
 from ..render.figures import image_grid
 from ..runtime import MixedPrecision, generator, stream_seed
 from . import distributed as ddp
-from .transforms import GenesisConfig, corrupt
+from .contrastive import ProjectionHead
+from .objectives import OBJECTIVES, Objective, PretrainNet, identity_mse
+from .transforms import GenesisConfig
+from .views import ViewConfig
 
 SSL_DIR = "ssl"
-CHECKPOINT_FORMAT = 1
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+CHECKPOINT_FORMAT = 2
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_restore", "val_identity", "restoration_gain",
+                  "val_contrastive", "lr", "seconds")
+LR_SCHEDULES = ("step", "cosine", "plateau")
 
 # Independent random streams, each derived from (seed, stream, ...).
 _SPLIT, _INIT, _ORDER, _DAMAGE, _VAL, _SAMPLES = range(6)
@@ -70,17 +81,32 @@ class PretrainConfig:
     val_fraction: float = 0.1
     base_width: int = 16
     optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Models Genesis)
-    lr_step: int | None = None  # epochs between LR decays; None: 0.8 x patience, as Models Genesis
-    lr_gamma: float = 0.5
+    lr_schedule: str = "step"  # step (Models Genesis), cosine (to 1 % over `epochs`), plateau (halve when stuck)
+    lr_step: int | None = None  # step schedule: epochs between LR decays; None: 0.8 x patience, as Models Genesis
+    lr_gamma: float = 0.5  # step and plateau schedules: the decay factor
     steps_per_epoch: int | None = None  # None: one pass over the training part
     amp: bool = True  # mixed precision on GPU (bf16, or fp16 with loss scaling); ignored on CPU
     channels_last: bool = True  # NHWC convolutions: ~1.6x faster on CPU at 16 channels, good on GPU
     n_samples: int = 4  # validation images shown in samples.png
+    objective: str = "genesis"  # genesis, contrastive or genesis+contrastive (see saal.ssl.objectives)
+    temperature: float = 0.2  # of the NT-Xent loss
+    contrastive_weight: float = 0.01  # NT-Xent's weight beside the restoration MSE (~100x smaller in scale)
+    proj_dim: int = 64  # output of the contrastive projection head
     genesis: GenesisConfig = field(default_factory=GenesisConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
 
     def __post_init__(self):
         if isinstance(self.genesis, dict):
             object.__setattr__(self, "genesis", GenesisConfig(**self.genesis))
+        if isinstance(self.views, dict):
+            object.__setattr__(self, "views", ViewConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                           for k, v in self.views.items()}))
+        if self.objective not in OBJECTIVES:
+            raise SaalError(f"pretraining objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SaalError(f"pretraining lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        if not self.temperature > 0 or not self.contrastive_weight > 0 or self.proj_dim < 1:
+            raise SaalError("pretraining options temperature and contrastive_weight must be positive, proj_dim >= 1")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "base_width": self.base_width}
         for name, value in positive.items():
             if int(value) < 1:
@@ -107,7 +133,8 @@ class PretrainConfig:
         """The preset's ``ssl_*`` settings and width; ``overrides`` (None ignored) replace fields."""
         p = get_preset(preset) if isinstance(preset, str) else preset
         base = dict(epochs=p.ssl_epochs, batch_size=p.ssl_batch, lr=p.ssl_lr, patience=p.ssl_patience,
-                    val_fraction=p.ssl_val_fraction, base_width=p.base_width)
+                    val_fraction=p.ssl_val_fraction, base_width=p.base_width, objective=p.ssl_objective,
+                    lr_schedule=p.ssl_schedule)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -122,8 +149,15 @@ class PretrainConfig:
             return self.lr_step
         return max(1, int(0.8 * self.patience)) if self.patience else self.epochs
 
+    @classmethod
+    def from_dict(cls, record: dict) -> "PretrainConfig":
+        """The config a ``model.json`` or checkpoint recorded; fields it predates take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready (tuples as lists), as the fingerprint and ``model.json`` store it."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 @dataclass
@@ -168,6 +202,8 @@ def _fingerprint(config: PretrainConfig, seed: int, pool: LesionData, world_size
 
 
 def _check_fingerprint(found: dict, expected: dict, path: Path) -> None:
+    if isinstance(found.get("config"), dict):  # settings added since the run was made take their defaults
+        found = {**found, "config": PretrainConfig.from_dict(found["config"]).to_dict()}
     if found != expected:
         diff = sorted(k for k in expected if found.get(k) != expected[k])
         if "config" in diff:
@@ -177,9 +213,30 @@ def _check_fingerprint(found: dict, expected: dict, path: Path) -> None:
                         "pass --force to start over or use another run directory")
 
 
+def _scheduler(opt: torch.optim.Optimizer, config: PretrainConfig):
+    """The learning-rate schedule, stepped once per epoch (``plateau`` with the validation loss).
+
+    ``step`` halves the rate every ``step_epochs`` (Models Genesis: 1e-3 falls to 8e-6 by epoch 30 at
+    patience 5); ``cosine`` anneals it to 1 % over the epoch cap; ``plateau`` multiplies it by
+    ``lr_gamma`` only once the validation loss has not improved for more than ``max(1, patience // 2)``
+    epochs, so it keeps learning while the loss still falls.
+    """
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=0.01 * config.lr)
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_gamma,
+                                                          patience=max(1, config.patience // 2))
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_epochs, gamma=config.lr_gamma)
+
+
 def _uint8_images(t: torch.Tensor) -> np.ndarray:
     """float ``(N, C, H, W)`` in [0, 1] -> uint8 ``(N, H, W, C)``."""
     return (t.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _number(text: str | None) -> float | None:
+    """A history cell: empty (a term the objective lacks, or a file from before the column) reads as None."""
+    return float(text) if text not in (None, "") else None
 
 
 # ----------------------------------------------------------------------------- reading results
@@ -194,7 +251,7 @@ def load_result(run_dir: str | Path, reused: bool = True) -> PretrainResult:
     meta = read_json(meta_path)
     hist_path = ssl_dir / "history.csv"
     history = [
-        {"epoch": int(r["epoch"]), **{k: float(r[k]) for k in HISTORY_FIELDS if k != "epoch"}}
+        {"epoch": int(r["epoch"]), **{k: _number(r.get(k)) for k in HISTORY_FIELDS if k != "epoch"}}
         for r in (read_csv(hist_path) if hist_path.exists() else [])
     ]
     m = meta["metrics"]
@@ -236,23 +293,30 @@ class _Run:
 
         self.unet_cfg = UNetConfig(in_channels=pool.channels, out_channels=pool.channels,
                                    base_width=config.base_width, dropout=0.0)
+        self.objective = Objective(config.objective, config.genesis, config.views, config.temperature,
+                                   config.contrastive_weight)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
             torch.manual_seed(stream_seed(seed, _INIT))
             self.model = UNet(self.unet_cfg)
-        self.model.to(self.dev)
+            head = (ProjectionHead(self.model.feature_channels, out_dim=config.proj_dim)
+                    if self.objective.contrasts else None)
+        self.container = PretrainNet(self.model, head).to(self.dev)
         if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.net = self.model
+            self.container.to(memory_format=torch.channels_last)
+        self.net = self.container
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.dev.index] if self.dev.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+            # the contrastive objective alone never uses the decoder
+            self.net = DistributedDataParallel(self.container, device_ids=device_ids,
+                                               find_unused_parameters=not self.objective.restores)
+        params = self.container.parameters()
         if config.optimizer == "adam":
-            self.opt = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+            self.opt = torch.optim.Adam(params, lr=config.lr)
         else:
-            self.opt = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=0.9)
-        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=config.step_epochs, gamma=config.lr_gamma)
+            self.opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+        self.sched = _scheduler(self.opt, config)
         self.precision = MixedPrecision.for_device(self.dev, config.amp)
 
         self.epoch = 0
@@ -279,7 +343,9 @@ class _Run:
     def _state(self) -> dict:
         return {
             "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "model": self.model.state_dict(),
+            "head": self.container.head.state_dict() if self.container.head is not None else {},
+            "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler else {},
             "epoch": self.epoch, "best_val": self.best_val, "best_epoch": self.best_epoch,
@@ -293,6 +359,8 @@ class _Run:
                             f"{CHECKPOINT_FORMAT}; pass --force to start over")
         _check_fingerprint(state["fingerprint"], self.fingerprint, self.ckpt_path)
         self.model.load_state_dict(state["model"])
+        if self.container.head is not None:
+            self.container.head.load_state_dict(state["head"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if self.precision.scaler and state["scaler"]:
@@ -325,12 +393,6 @@ class _Run:
         batches = order[:need].reshape(self.steps, global_batch)[:, rank::world]
         return torch.from_numpy(np.ascontiguousarray(batches)).to(self.dev)
 
-    def _restore(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The network's restoration in [0, 1] (sigmoid, computed in float32 under mixed precision)."""
-        with self.precision.autocast(self.dev):
-            out = net(self._to_net(x))
-        return torch.sigmoid(out.float())
-
     # -- epoch -----------------------------------------------------------------
 
     def train_epoch(self, epoch: int, bar: StepProgress) -> float:
@@ -339,8 +401,8 @@ class _Run:
         g = generator(stream_seed(self.seed, _DAMAGE, epoch, self.ctx.rank), self.dev)
         total = torch.zeros((), device=self.dev)
         for step in range(self.steps):
-            inputs, targets = corrupt(self._batch(batches[step]), g, self.cfg.genesis)
-            loss = F.mse_loss(self._restore(self.net, inputs), targets)
+            draw = self.objective.draw(self._batch(batches[step]), g)
+            loss = self.objective.total(self.objective.terms(self.net, draw, self.precision, self.dev, self._to_net))
             self.opt.zero_grad(set_to_none=True)
             self.precision.step(loss, self.opt)
             total += loss.detach()
@@ -350,36 +412,59 @@ class _Run:
         return float(self.ctx.all_mean(total / self.steps))
 
     @torch.no_grad()
-    def validate(self) -> float:
-        """Mean restoration MSE on the validation part, with the same damage every epoch."""
-        self.model.eval()
+    def validate(self) -> dict[str, float]:
+        """The loss terms on the validation part, with the same random draws every epoch.
+
+        ``val_loss`` (what early stopping watches) combines them as training does; the restoration
+        is also compared with the trivial answer (the damaged input itself).
+        """
+        self.container.eval()
         pos = torch.from_numpy(self.val_pos[self.ctx.rank::self.ctx.world_size]).to(self.dev)
         g = generator(stream_seed(self.seed, _VAL, self.ctx.rank), self.dev)
-        total = torch.zeros((), device=self.dev, dtype=torch.float64)
+        sums = torch.zeros(4, device=self.dev, dtype=torch.float64)  # restore, identity, contrastive x n, n
         for chunk in pos.split(self.local_batch):
-            inputs, targets = corrupt(self._batch(chunk), g, self.cfg.genesis)
-            total += (self._restore(self.model, inputs) - targets).pow(2).mean(dim=(1, 2, 3)).sum().double()
-        count = torch.tensor(float(len(pos)), device=self.dev, dtype=torch.float64)
-        sums = self.ctx.all_sum(torch.stack([total, count]))
-        return float(sums[0] / sums[1])
+            draw = self.objective.draw(self._batch(chunk), g)
+            terms = self.objective.terms(self.container, draw, self.precision, self.dev, self._to_net)
+            if "restore" in terms:
+                sums[0] += terms["restore"].sum().double()
+                sums[1] += identity_mse(draw).sum().double()
+            if "contrastive" in terms:
+                sums[2] += terms["contrastive"].double() * len(chunk)
+            sums[3] += len(chunk)
+        restore, identity, contrastive, n = self.ctx.all_sum(sums).tolist()
+        restores, contrasts = self.objective.restores, self.objective.contrasts
+        return {  # None: a term this objective does not have (an empty cell in history.csv)
+            "val_loss": (restore / n if restores else 0.0) + (self.objective.weight * contrastive / n if contrasts
+                                                              else 0.0),
+            "val_restore": restore / n if restores else None,
+            "val_identity": identity / n if restores else None,
+            "restoration_gain": 1.0 - restore / identity if restores and identity > 0 else None,
+            "val_contrastive": contrastive / n if contrasts else None,
+        }
 
     @torch.no_grad()
     def write_samples(self) -> None:
+        """A few validation images with what the network makes of them (the restoration, or the two views)."""
         k = min(self.cfg.n_samples, len(self.val_pos))
         if k == 0:
             return
-        self.model.eval()
+        self.container.eval()
         g = generator(stream_seed(self.seed, _SAMPLES), self.dev)
-        inputs, targets = corrupt(self._batch(torch.from_numpy(self.val_pos[:k]).to(self.dev)), g, self.cfg.genesis)
-        restored = self._restore(self.model, inputs)
-        columns = [_uint8_images(t) for t in (inputs, restored, targets)]
-        image_grid(self.ssl_dir / "samples.png", [list(row) for row in zip(*columns)],
-                   column_titles=["damaged input", "restored", "original"])
+        clean = self._batch(torch.from_numpy(self.val_pos[:k]).to(self.dev))
+        draw = self.objective.draw(clean, g)
+        if self.objective.restores:
+            with self.precision.autocast(self.dev):
+                restored = torch.sigmoid(self.model(self._to_net(draw.damaged)).float())
+            images, titles = (draw.damaged, restored, draw.targets), ["damaged input", "restored", "original"]
+        else:
+            images, titles = (*draw.views.chunk(2), clean), ["view 1", "view 2", "original"]
+        columns = [_uint8_images(t) for t in images]
+        image_grid(self.ssl_dir / "samples.png", [list(row) for row in zip(*columns)], column_titles=titles)
 
-    def end_epoch(self, epoch: int, train_loss: float, val_loss: float, lr: float, seconds: float) -> bool:
+    def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float], lr: float, seconds: float) -> bool:
         """Book-keeping after an epoch; returns whether validation improved."""
-        self.history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                             "lr": lr, "seconds": seconds})
+        self.history.append({"epoch": epoch + 1, "train_loss": train_loss, **val, "lr": lr, "seconds": seconds})
+        val_loss = val["val_loss"]
         improved = val_loss < self.best_val
         if improved:
             self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch + 1, 0
@@ -437,12 +522,17 @@ class _Run:
                 lr = self.opt.param_groups[0]["lr"]
                 bar.describe(f"ssl epoch {epoch + 1}/{self.cfg.epochs}")
                 train_loss = self.train_epoch(epoch, bar)
-                val_loss = self.validate()
-                self.sched.step()
-                improved = self.end_epoch(epoch, train_loss, val_loss, lr, time.perf_counter() - t0)
+                val = self.validate()
+                if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.sched.step(val["val_loss"])
+                else:
+                    self.sched.step()
+                improved = self.end_epoch(epoch, train_loss, val, lr, time.perf_counter() - t0)
                 self.save(improved)
-                bar.log(f"ssl epoch {epoch + 1}/{self.cfg.epochs}  train {train_loss:.5f}  val {val_loss:.5f}"
-                        f"{'  (best)' if improved else ''}  lr {lr:.2g}  {self.history[-1]['seconds']:.1f} s")
+                gain = f"  restoration gain {val['restoration_gain']:.2f}" if val.get("restoration_gain") is not None \
+                    else ""
+                bar.log(f"ssl epoch {epoch + 1}/{self.cfg.epochs}  train {train_loss:.5f}  val {val['val_loss']:.5f}"
+                        f"{gain}{'  (best)' if improved else ''}  lr {lr:.2g}  {self.history[-1]['seconds']:.1f} s")
             if self.stopped_early:
                 bar.log(f"stopped early: no validation improvement for {self.cfg.patience} epochs "
                         f"(best {self.best_val:.5f} at epoch {self.best_epoch})")
@@ -454,7 +544,7 @@ def pretrain(pool: LesionData, run_dir: str | Path, *, preset: Preset | str | No
              config: PretrainConfig | None = None, seed: int = 0, device: str = "auto",
              resume: bool = False, force: bool = False, progress: bool = True,
              distributed: bool | None = None) -> PretrainResult:
-    """Pretrain the U-Net by Models Genesis restoration on ``pool`` and write ``run_dir/ssl/``.
+    """Pretrain the U-Net on ``pool`` with the config's objective and write ``run_dir/ssl/``.
 
     ``pool`` must not contain test images (a seeded ``val_fraction`` of it is
     held out for validation and early stopping). Settings come from ``config``
