@@ -41,7 +41,8 @@ from saal.selection.uniform import RandomStrategy
 
 __all__ = [
     "ColdStartStrategy", "Extension", "Selection", "COLD_STARTS", "get_cold_start", "make_cold_start",
-    "SaalStrategy", "SaalTypicalStrategy", "RandomStrategy", "KCenterStrategy", "farthest_first", "TypiclustStrategy", "ProbCoverStrategy",
+    "SaalStrategy", "SaalTypicalStrategy", "RandomStrategy", "KCenterStrategy", "farthest_first",
+    "TypiclustStrategy", "ProbCoverStrategy",
     "Clustering", "fit_kmeans", "allocate",
     "extract_features", "l2_normalize", "pca_reduce", "standardize", "whiten",
     "save_features", "load_features", "model_fingerprint",
