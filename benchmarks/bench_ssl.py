@@ -4,11 +4,13 @@
    torch) against ``numpy_genesis`` (the same transforms, per sample, loops over
    blocks and boxes as in the reference implementation), at 128 and 256 px.
 2. This machine's fp32 matrix-multiply rate (large ``torch.matmul``, all threads).
-3. U-Net restoration training (one SSL step: index the uint8 pool, convert,
-   damage, forward, MSE, backward, Adam) at the ``cpu`` preset (16 channels,
-   128 px) and the ``paper`` preset (64 channels, 256 px; a few steps only), in
-   images/s and as a share of the matmul rate (FLOPs counted with
-   ``torch.utils.flop_counter``: 3x the forward for forward + backward).
+3. Pretraining steps of each objective (index the uint8 pool, convert, draw the
+   damage and/or two views, forward, loss, backward, Adam; the code path of
+   ``saal.ssl.pretrain``): Models Genesis restoration, SimCLR contrastive and both,
+   at the ``cpu`` preset (16 channels, 128 px) and restoration at the ``paper``
+   preset (64 channels, 256 px; a few steps only), in pool images/s and as a share
+   of the matmul rate (FLOPs counted with ``torch.utils.flop_counter``: 3x the
+   forward for forward + backward).
 
     python benchmarks/bench_ssl.py            # ~2 min on 2 cores
     python benchmarks/bench_ssl.py --quick    # ~30 s
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,8 +32,12 @@ import numpy_genesis as ng  # noqa: E402
 
 from saal.config import get_preset  # noqa: E402
 from saal.models.unet import UNet  # noqa: E402
-from saal.runtime import configure_threads, resolve_device  # noqa: E402
+from saal.runtime import MixedPrecision, configure_threads, resolve_device  # noqa: E402
 from saal.ssl import transforms as T  # noqa: E402
+from saal.ssl.contrastive import ProjectionHead  # noqa: E402
+from saal.ssl.objectives import Objective, PretrainNet  # noqa: E402
+from saal.ssl.transforms import GenesisConfig  # noqa: E402
+from saal.ssl.views import ViewConfig  # noqa: E402
 
 REFERENCE_IMAGES_PER_S = 25.0  # the reference implementation, one core, 128-256 px (from the task brief)
 
@@ -104,47 +109,52 @@ def matmul_gflops(device: torch.device, n: int, reps: int) -> float:
 
 
 def bench_training(preset: str, batch: int, steps: int, device: torch.device, channels_last: bool,
-                   peak: float) -> None:
+                   peak: float, objective: str = "genesis") -> None:
     p = get_preset(preset)
     size, width = p.image_size, p.base_width
-    model = UNet(in_channels=1, out_channels=1, base_width=width).to(device)
+    unet = UNet(in_channels=1, out_channels=1, base_width=width)
+    head = ProjectionHead(unet.feature_channels) if "contrastive" in objective else None
+    net = PretrainNet(unet, head).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    net.to(memory_format=fmt)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rule = Objective(objective, GenesisConfig(), ViewConfig(), temperature=0.2, contrastive_weight=0.01)
+    precision = MixedPrecision.for_device(device)
     data = torch.from_numpy(structured_images(4 * batch, size)).to(device)
     g = torch.Generator(device=device).manual_seed(0)
-    amp = device.type == "cuda"
     positions = torch.arange(4 * batch, device=device).view(4, batch)
     counter = {"i": 0}
 
-    def step():
+    def to_net(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous(memory_format=fmt)
+
+    def batch_images() -> torch.Tensor:
         idx = positions[counter["i"] % 4]
         counter["i"] += 1
-        x = data[idx].permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        inputs, targets = T.corrupt(x, g)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(inputs.contiguous(memory_format=fmt))
-        loss = F.mse_loss(torch.sigmoid(out.float()), targets)
+        return data[idx].permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+    def step():
+        loss = rule.total(rule.terms(net, rule.draw(batch_images(), g), precision, device, to_net))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        precision.step(loss, opt)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def damage_only():
-        x = data[positions[0]].permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        T.corrupt(x, g)
+    def draw_only():
+        rule.draw(batch_images(), g)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     with FlopCounterMode(display=False) as counter_mode:
-        model(torch.rand(batch, 1, size, size, device=device).contiguous(memory_format=fmt))
+        sample = rule.draw(batch_images(), g)
+        net(None if sample.damaged is None else to_net(sample.damaged),
+            None if sample.views is None else to_net(sample.views))
     flops_step = 3 * counter_mode.get_total_flops()
     t_step = best_time(step, steps)
-    t_damage = best_time(damage_only, steps)
+    t_draw = best_time(draw_only, steps)
     achieved = flops_step / t_step / 1e9
-    print(f"{preset:<7}{width:>4}{size:>6}{batch:>6}  {'NHWC' if channels_last else 'NCHW':<6}"
-          f"{batch / t_step:>10.1f}{achieved:>10.1f}{100 * achieved / peak:>8.1f}%{100 * t_damage / t_step:>9.1f}%")
+    print(f"{preset:<7}{objective:<21}{width:>4}{size:>6}{batch:>6}  {'NHWC' if channels_last else 'NCHW':<6}"
+          f"{batch / t_step:>10.1f}{achieved:>10.1f}{100 * achieved / peak:>8.1f}%{100 * t_draw / t_step:>9.1f}%")
 
 
 def main() -> None:
@@ -160,15 +170,18 @@ def main() -> None:
     print(f"\n== fp32 matmul and U-Net restoration training on {device} ({threads} CPU threads) ==")
     peak = matmul_gflops(device, 2048 if args.quick or device.type == "cpu" else 8192, 3 if args.quick else 5)
     print(f"fp32 matmul: {peak:.1f} GFLOP/s")
-    print(f"{'preset':<7}{'w':>4}{'px':>6}{'batch':>6}  {'layout':<6}{'img/s':>10}{'GFLOP/s':>10}"
-          f"{'of mm':>9}{'damage':>10}")
+    print(f"{'preset':<7}{'objective':<21}{'w':>4}{'px':>6}{'batch':>6}  {'layout':<6}{'img/s':>10}"
+          f"{'GFLOP/s':>10}{'of mm':>9}{'draw':>10}")
     cpu_steps = 3 if args.quick else 8
     for channels_last in (False, True):
         bench_training("cpu", 16, cpu_steps, device, channels_last, peak)
+    bench_training("cpu", 64, cpu_steps, device, True, peak, "contrastive")
+    bench_training("cpu", 16, cpu_steps, device, True, peak, "genesis+contrastive")
     paper_batch = 16 if device.type == "cuda" else (2 if args.quick else 4)
     bench_training("paper", paper_batch, 1 if args.quick else 2, device, True, peak)
-    print("(damage = share of the step spent on the Models Genesis damage; "
-          "GPU steps use bf16 autocast, the matmul reference is fp32)")
+    print("(img/s: pool images per second, each seen once per step (the contrastive objective makes two views of "
+          "it); draw = share of the step spent on the random damage / views; GPU steps use bf16 autocast, the "
+          "matmul reference is fp32)")
 
 
 if __name__ == "__main__":

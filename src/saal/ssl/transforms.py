@@ -165,7 +165,8 @@ def _shuffle_tiles(x: torch.Tensor, generator: torch.Generator, block: int) -> t
     col_key = cseg.to(dtype) << rbits  # (n, w)
     keys = torch.randint(0, 1 << rbits, (n, h, w), generator=generator, device=dev, dtype=dtype)
     keys += row_key[:, :, None] + col_key[:, None, :]
-    order = torch.sort(keys.view(-1)).indices  # order[j]: the pixel (flat over the batch) sorted into slot j
+    # order[j]: the pixel (flat over the batch) sorted into slot j; the stable sort is the faster one on CPU
+    order = torch.sort(keys.view(-1), stable=True).indices
     src = order.index_select(0, slot.view(-1))  # index_select: several times faster than order[slot] on CPU
     pixels = x.permute(0, 2, 3, 1).reshape(n * hw, c)  # a view when c == 1
     return pixels.index_select(0, src).view(n, h, w, c).permute(0, 3, 1, 2).contiguous()
@@ -211,13 +212,15 @@ def _bezier_luts(m: int, generator: torch.Generator, device) -> torch.Tensor:
 
 
 def _apply_luts(x: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear lookup; the table gets one extra copy of its last entry so x = 1 needs no clamp."""
+    """Nearest-entry lookup: one gather per pixel.
+
+    The table's 1024 entries are four times finer than the 256 levels of an 8-bit image, so the
+    nearest entry is within ~1e-3 of the curve (a quarter of a grey level); interpolating between
+    entries cost five times as much for no visible difference.
+    """
     m = x.shape[0]
-    luts = torch.cat([luts, luts[:, -1:]], dim=1)
-    pos = x.reshape(m, -1).mul(CURVE_POINTS - 1).clamp_(0.0, CURVE_POINTS - 1)
-    lo = pos.long()
-    frac = pos.sub_(lo)
-    return torch.lerp(luts.gather(1, lo), luts.gather(1, lo + 1), frac).view_as(x)
+    pos = x.reshape(m, -1).mul(CURVE_POINTS - 1).add_(0.5).long().clamp_(0, CURVE_POINTS - 1)
+    return luts.gather(1, pos).view_as(x)
 
 
 def nonlinear_intensity(images: torch.Tensor, generator: torch.Generator, p: float = 0.9) -> torch.Tensor:
