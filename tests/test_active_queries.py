@@ -85,7 +85,7 @@ def test_prediction_queries_ask_for_scores():
 
 def test_registry_names_and_unknown_name():
     assert set(QUERIES) == {"random", "entropy", "bald", "variance", "representative", "uncertainty-diversity",
-                            "cold-start-rule"}
+                            "cold-start-rule", "cluster-entropy"}
     with pytest.raises(SaalError, match="unknown query 'bold'.*bald"):
         make_query("bold")
     assert make_query("bald", reduction="top10").heuristic.reduction == "top10"
@@ -169,3 +169,17 @@ def test_cold_start_rule_continues_the_runs_own_cold_start():
     picks = query.select(active, 4, features=features)
     expected = TypiclustStrategy().select(features, 9, already_selected=first, seed=2).indices[5:]
     assert picks == [f"i{k}" for k in expected]
+
+
+def test_cluster_entropy_takes_the_most_uncertain_image_of_each_uncovered_cluster():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    features = np.concatenate([c + rng.normal(0, 0.2, (10, 2)) for c in centres]).astype(np.float32)
+    active = ActiveSet([f"i{k}" for k in range(40)])
+    active.label(["i0"], round=0, source="cold-start")  # blob 0 is covered
+    scores = np.zeros(39)
+    scores[[4, 14, 24, 33, 35]] = [0.9, 0.5, 0.7, 0.8, 0.6]  # candidate positions (pool rows minus row 0)
+    picks = make_query("cluster-entropy", seed=0).select(active, 3, scores=scores, features=features)
+    rows = sorted(int(p[1:]) for p in picks)
+    assert rows == [15, 25, 34]  # the most uncertain of blobs 1, 2 and 3; blob 0 already has a label
+    assert make_query("entropy").select(active, 3, scores=scores, features=features) == ["i5", "i34", "i25"]

@@ -14,7 +14,10 @@ positions among the candidates from what it needs: uncertainty scores of a
   features (:class:`Representative` with the ``saal`` rule);
 * ``cold-start-rule``  the run's own cold start continued the same way (e.g. TypiClust, which
   re-clusters the pool into labeled + k clusters and takes the most typical image of each
-  uncovered one): label-free picks that keep the cold start's coverage growing.
+  uncovered one): label-free picks that keep the cold start's coverage growing;
+* ``cluster-entropy``  TypiClust's clusters with the model's doubt: the pool in labeled + k
+  k-means clusters, and from each of the least covered clusters its *most uncertain* image
+  (:class:`ClusterUncertainty`): coverage and uncertainty in one batch.
 
 :func:`make_query` builds a query from its name and the run's settings.
 """
@@ -250,6 +253,47 @@ class Representative(Query):
         return self.extend(features, active.labeled_indices, k)
 
 
+class ClusterUncertainty(Query):
+    """The most uncertain image of each of the least covered clusters.
+
+    The pool features are clustered into ``labeled + k`` k-means clusters (as TypiClust does; at most
+    ``max_clusters``); clusters are visited fewest labeled members first, larger first among equals,
+    and each visit takes the unlabeled member with the highest ``heuristic`` score. Uncertainty alone
+    piles the batch into the one region the model finds hard; coverage alone ignores what the model
+    already knows; this asks the model's question in every region the labels do not reach yet.
+    """
+
+    name = "cluster-entropy"
+    needs_features = True
+
+    def __init__(self, heuristic: Heuristic | None = None, max_clusters: int = 500, seed: int = 0):
+        super().__init__(heuristic or Entropy(), seed)
+        self.max_clusters = int(max_clusters)
+
+    def _pick(self, active, candidates, k, scores, features):
+        from ..selection.kmeans import fit_kmeans
+
+        n_labeled = active.n_labeled
+        cl = fit_kmeans(np.asarray(features, dtype=np.float32), min(n_labeled + k, self.max_clusters), self.seed)
+        labeled = np.bincount(cl.labels[active.labeled_indices], minlength=cl.k)
+        order = np.lexsort((np.arange(cl.k), -cl.sizes, labeled))
+        score = np.full(len(active), -np.inf)
+        score[candidates] = scores
+        picked: list[int] = []
+        taken = np.zeros(len(active), dtype=bool)
+        taken[active.labeled_indices] = True
+        while len(picked) < k:  # one pass per round of visits; later passes revisit the clusters in the same order
+            for c in order:
+                if len(picked) == k:
+                    break
+                free = np.flatnonzero((cl.labels == c) & ~taken)
+                if free.size:
+                    i = int(free[np.argmax(score[free])])  # first maximum: ties go to the lower row
+                    picked.append(i)
+                    taken[i] = True
+        return np.asarray(picked, dtype=np.int64)
+
+
 #: Each query name and how a run builds it from its settings (seed, n_clusters, reduction, cold start).
 QUERIES: dict[str, Callable[..., Query]] = {
     "random": lambda seed, n_clusters, reduction, cold_start: RandomQuery(seed=seed),
@@ -261,6 +305,8 @@ QUERIES: dict[str, Callable[..., Query]] = {
         make_cold_start("saal", n_clusters=n_clusters), seed=seed),
     "cold-start-rule": lambda seed, n_clusters, reduction, cold_start: Representative(
         make_cold_start(cold_start, n_clusters=n_clusters), seed=seed),
+    "cluster-entropy": lambda seed, n_clusters, reduction, cold_start: ClusterUncertainty(Entropy(reduction),
+                                                                                         seed=seed),
 }
 
 
