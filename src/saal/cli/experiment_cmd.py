@@ -44,7 +44,7 @@ def experiment(
     queries: Optional[str] = typer.Option(None, "--queries", metavar="A,B",
                                           help="Queries of the later rounds (default: the preset's): random, "
                                                "entropy, bald, variance, representative, uncertainty-diversity, "
-                                               "cold-start-rule."),
+                                               "cold-start-rule, cluster-entropy."),
     ssl_seeds: int = typer.Option(1, "--ssl-seeds", metavar="K", min=1,
                                   help="Self-supervised pretraining runs (seeds S, S+1, ... from the run's --seed): "
                                        "every cell and seed is repeated on each, so the results sample the "
