@@ -29,6 +29,8 @@ runs vs seeds; and the wall time. ``OUT/<set>/bench_real.md`` gets the same tabl
     python benchmarks/bench_real.py --sets isic --parts cold-start --budgets 10      # the cold start alone
     python benchmarks/bench_real.py --size 128 --out runs/bench-real-128             # at 128 px
     python benchmarks/bench_real.py --seeds 2 --ssl-seeds 1 --steps 5 --ssl-epochs 1 --out /tmp/br   # a smoke run
+    python benchmarks/bench_real.py --compare runs/bench-real/isic:typiclust-ssl-entropy \
+        runs/bench-real/isic-contrastive-b64:typiclust-ssl-entropy       # one cell across two variants, paired
 
 Variants of the self-supervised stage (``--objective``, ``--schedule``, ``--readout``) run in folders of their
 own, ``OUT/<set>-<variant>``; a readout variant reuses (links) the pretraining runs of the folder without it, so
@@ -270,8 +272,35 @@ def report(args, folder: Path, wall: float) -> None:
     print(md, flush=True)
 
 
+def compare(specs: list[str]) -> None:
+    """Paired differences of cells from different experiment folders (``FOLDER:CELL``), the first as reference.
+
+    Replicates pair by (pretraining seed, seed): across variants of the self-supervised stage the same pair
+    means the same selection and training draws on a different pretraining, so the difference is what the
+    variant changed.
+    """
+    from saal.experiments.results import Results, load_results
+    from saal.experiments.stats import budget_stats, paired_tests
+
+    rows = []
+    for spec in specs:
+        folder, _, cell = spec.rpartition(":")
+        label = f"{Path(folder).name}:{cell}"
+        rows += [r.__class__(**{**{f: getattr(r, f) for f in r.__slots__}, "cell": label})
+                 for r in load_results(Path(folder) / "results.csv").rows if r.cell == cell]
+    merged = Results(tuple(rows), "compare")
+    for st in budget_stats(merged):
+        print(f"{st.cell:<55} {st.n_labeled:>4}  {_pct(st.mean)} ± {_pct(st.std)} (worst {_pct(st.worst)}), n={st.n}")
+    reference = merged.cells[0]
+    for p in paired_tests(merged, reference):
+        print(f"{p.cell} minus {reference} @{p.n_labeled}: {100 * p.mean_diff:+.1f} ± {100 * p.std_diff:.1f}, "
+              f"wins {p.wins}/{p.n_pairs}, Wilcoxon p {_p(p.p_wilcoxon)}, t-test p {_p(p.p_ttest)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", nargs="+", metavar="FOLDER:CELL",
+                    help="only compare cells of finished experiment folders (the first is the reference)")
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-real"))
     ap.add_argument("--sets", default="isic,ph2", help="isic, ph2 or both (comma-separated)")
@@ -296,6 +325,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.compare:
+        compare(args.compare)
+        return
 
     from saal.config import get_preset
 
