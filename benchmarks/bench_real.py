@@ -101,7 +101,7 @@ def preset_for(args):
     return get_preset("demo").with_overrides(
         name=f"yardstick-{args.size}", image_size=args.size, budgets=budgets, seg_steps=args.steps,
         ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None, ssl_objective=args.objective,
-        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch)
+        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch, pool_size=args.pool)
 
 
 def variant_folders(args) -> tuple[Path, Path | None]:
@@ -110,7 +110,8 @@ def variant_folders(args) -> tuple[Path, Path | None]:
 
     demo = get_preset("demo")
     pretraining = [v for v, default in ((args.objective, demo.ssl_objective), (args.schedule, demo.ssl_schedule),
-                                        (args.ssl_batch and f"b{args.ssl_batch}", None)) if v and v != default]
+                                        (args.ssl_batch and f"b{args.ssl_batch}", None),
+                                        (args.pool and f"pool{args.pool}", None)) if v and v != default]
     base = args.out / "-".join([args.set, *pretraining])
     if args.readout and args.readout != demo.feature_readout:
         return Path(f"{base}-{args.readout}"), base
@@ -322,6 +323,8 @@ def main() -> None:
     ap.add_argument("--schedule", default=None, help="pretraining learning-rate schedule (default: the demo preset's)")
     ap.add_argument("--readout", default=None, help="feature readout (default: the demo preset's)")
     ap.add_argument("--ssl-batch", type=int, default=None, help="pretraining batch size (default: the demo preset's)")
+    ap.add_argument("--pool", type=int, default=None, help="subsample the pool to this many images (seeded; default: "
+                                                           "the whole training set), to measure the pool size's effect")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()

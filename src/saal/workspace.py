@@ -98,7 +98,7 @@ def _default_split(data: LesionData, preset: Preset, split_mode: str, seed: int)
     if data.masks is None:
         return Split(sorted(data.ids), []), ["the data has no masks: every image is in the pool, no test set"]
     if split_mode == "official":
-        return make_split(data, seed=seed, mode="official"), []
+        return make_split(data, seed=seed, mode="official", pool_size=preset.pool_size), []
     n = len(data)
     if preset.test_size + (preset.pool_size or 1) <= n:
         return make_split(data, test_size=preset.test_size, pool_size=preset.pool_size, seed=seed), []
