@@ -32,9 +32,9 @@ runs vs seeds; and the wall time. ``OUT/<set>/bench_real.md`` gets the same tabl
     python benchmarks/bench_real.py --compare runs/bench-real/isic:typiclust-ssl-entropy \
         runs/bench-real/isic-contrastive-b64:typiclust-ssl-entropy       # one cell across two variants, paired
 
-Variants of the self-supervised stage (``--objective``, ``--schedule``, ``--readout``) run in folders of their
-own, ``OUT/<set>-<variant>``; a readout variant reuses (links) the pretraining runs of the folder without it, so
-only the features are recomputed.
+Variants (``--objective``, ``--schedule``, ``--ssl-batch``, ``--pool``, ``--readout``, ``--augment``) run in
+folders of their own, ``OUT/<set>-<variant>``; a variant of a later stage (readout, augmentation) reuses (links)
+the pretraining runs of the folder without it, so only what it changes is recomputed.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def preset_for(args):
     return get_preset("demo").with_overrides(
         name=f"yardstick-{args.size}", image_size=args.size, budgets=budgets, seg_steps=args.steps,
         ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None, ssl_objective=args.objective,
-        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch, pool_size=args.pool)
+        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch, pool_size=args.pool,
+        seg_augment=args.augment)
 
 
 def variant_folders(args) -> tuple[Path, Path | None]:
@@ -113,8 +114,11 @@ def variant_folders(args) -> tuple[Path, Path | None]:
                                         (args.ssl_batch and f"b{args.ssl_batch}", None),
                                         (args.pool and f"pool{args.pool}", None)) if v and v != default]
     base = args.out / "-".join([args.set, *pretraining])
-    if args.readout and args.readout != demo.feature_readout:
-        return Path(f"{base}-{args.readout}"), base
+    later = [v for v, default in ((args.readout, demo.feature_readout), (args.augment and f"aug{args.augment}",
+                                                                          f"aug{demo.seg_augment}"))
+             if v and v != default]  # stages after the pretraining: they reuse it
+    if later:
+        return Path("-".join([str(base), *later])), base
     return base, None
 
 
@@ -322,6 +326,7 @@ def main() -> None:
     ap.add_argument("--objective", default=None, help="self-supervised objective (default: the demo preset's)")
     ap.add_argument("--schedule", default=None, help="pretraining learning-rate schedule (default: the demo preset's)")
     ap.add_argument("--readout", default=None, help="feature readout (default: the demo preset's)")
+    ap.add_argument("--augment", default=None, help="segmentation augmentation (default: the demo preset's)")
     ap.add_argument("--ssl-batch", type=int, default=None, help="pretraining batch size (default: the demo preset's)")
     ap.add_argument("--pool", type=int, default=None, help="subsample the pool to this many images (seeded; default: "
                                                            "the whole training set), to measure the pool size's effect")

@@ -73,6 +73,9 @@ class Preset:
         When set, the paper's epoch schedule instead of ``seg_steps``.
     seg_batch, seg_lr, loss
         Segmentation batch size, Adam learning rate, loss (``ce``, ``dice`` or ``ce+dice``).
+    seg_augment : str
+        Training augmentation: ``flips`` (the 8 symmetries of the square), ``full`` (plus small
+        rotation, zoom, brightness and contrast) or ``none``; see :mod:`saal.segmentation.augment`.
     budgets : tuple of int
         Cumulative labeled counts of the rounds; the first is the cold start.
     query : str
@@ -120,6 +123,7 @@ class Preset:
     seg_batch: int = 16
     seg_lr: float = 1e-3
     loss: str = "ce+dice"
+    seg_augment: str = "flips"
     budgets: tuple[int, ...] = (10, 20, 40, 80)
     query: str = "entropy"
     mc_samples: int = 8

@@ -72,7 +72,7 @@ class SegConfig:
         """The segmentation settings of ``preset``; ``overrides`` replace single fields."""
         base = dict(
             steps=preset.seg_steps, epochs=preset.seg_epochs, batch_size=preset.seg_batch, lr=preset.seg_lr,
-            lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss,
+            lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss, augment=preset.seg_augment,
             base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.grayscale else 3,
         )
         return cls(**{**base, **overrides}).validated()
