@@ -17,7 +17,8 @@ Parts (``--parts``), each a set of cells added to the same experiment folder:
 
 * ``cold-start``: random, saal, typiclust, probcover, kcenter, with SSL initialisation and the default query;
 * ``init``: random and ``--cold-start`` (default: saal's default) from scratch, against their SSL twins;
-* ``query``: ``--cold-start`` with SSL initialisation followed by each query of ``--queries``.
+* ``query``: ``--cold-start`` with SSL initialisation followed by each query of ``--queries``, and random picks
+  throughout (random cold start, random queries): the baseline of the whole pipeline.
 
 It prints, per set: Dice (and HD95) per cell and budget as mean ± std (worst replicate); every cold start minus
 random (same init and query), every SSL cell minus its scratch twin and every query minus random queries,
@@ -140,6 +141,7 @@ def run_part(args, part: str, folder: Path, data: Path, preset) -> None:
         "init": dict(cold_starts=",".join(dict.fromkeys(["random", args.cold_start])), inits="scratch",
                      queries=args.query),
         "query": dict(cold_starts=args.cold_start, inits="ssl", queries=args.queries),
+        "baseline": dict(cold_starts="random", inits="ssl", queries="random"),
     }[part]
     started = time.perf_counter()
     run_experiment(folder, data=data, preset=preset, seeds=args.seeds, ssl_seeds=args.ssl_seeds, full_seeds=1,
@@ -181,13 +183,16 @@ def dice_table(results, metric: str = "dice"):
 
 
 def comparisons(results):
-    """(cell, reference, what) pairs: cold start vs random, SSL vs scratch, query vs random query."""
+    """(cell, reference, what) pairs: cold start vs random, the whole pipeline vs random picks throughout,
+    SSL vs scratch, query vs random query."""
     names = set(results.cells)
     pairs = []
     for cell in results.cells:
         cold, init, query = results.meta(cell)
         if cold != "random" and f"random-{init}-{query}" in names:
             pairs.append((cell, f"random-{init}-{query}", "cold start"))
+        if cold != "random" and query != "random" and f"random-{init}-random" in names:
+            pairs.append((cell, f"random-{init}-random", "pipeline"))
         if init == "ssl" and f"{cold}-scratch-{query}" in names:
             pairs.append((cell, f"{cold}-scratch-{query}", "SSL init"))
         if query != "random" and f"{cold}-{init}-random" in names:
@@ -357,6 +362,8 @@ def main() -> None:
             if part not in PARTS:
                 sys.exit(f"bench_real: unknown part {part!r}; choose from {', '.join(PARTS)}")
             run_part(args, part, folder, data, preset)
+            if part == "query":
+                run_part(args, "baseline", folder, data, preset)
         report(args, folder, time.perf_counter() - set_started)
     print(f"bench_real wall time: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
