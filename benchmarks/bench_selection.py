@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--centers", type=int, default=20)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--cold-starts", dest="strategies", nargs="+",
-                    default=["random", "saal", "kcenter", "typiclust", "probcover"])
+                    default=["random", "saal", "saal-typical", "kcenter", "typiclust", "probcover"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", nargs=3, metavar=("FEATURES", "STRATEGY", "BUDGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()

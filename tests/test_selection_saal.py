@@ -164,3 +164,17 @@ def test_saal_typical_keeps_the_quotas_and_takes_the_densest_members():
     assert all(i < 40 for i in picked)  # ... which lie in the dense core, not the halo
     more = SaalTypicalStrategy(n_clusters=2, n_init=3).select(x, 9, already_selected=typical.indices, seed=0)
     assert more.indices[:6].tolist() == typical.indices.tolist()
+
+
+def test_saal_typical_estimates_the_density_of_a_large_cluster_from_a_seeded_subset():
+    from saal.selection import SaalTypicalStrategy
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(0, 1, (300, 3)), rng.normal(8, 1, (100, 3))])
+    small = SaalTypicalStrategy(n_clusters=2, max_reference=50, n_init=2)
+    a, b = small.select(x, 6, seed=0), small.select(x, 6, seed=0)
+    assert a.indices.tolist() == b.indices.tolist()  # the subsets are seeded
+    exact = SaalTypicalStrategy(n_clusters=2, n_init=2).select(x, 6, seed=0)
+    assert a.cluster.tolist() == exact.cluster.tolist()  # same quotas; members chosen by an estimate of density
+    centre = x[:300].mean(axis=0)
+    assert all(np.linalg.norm(x[i] - centre) < 1.5 for i, c in zip(a.indices, a.cluster) if c == 0)  # dense core
