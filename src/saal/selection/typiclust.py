@@ -23,10 +23,10 @@ clusters refer to the current call.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from saal.errors import SelectionError
 from saal.selection.base import ColdStartStrategy, Extension
+from saal.selection.geometry import sqdist_blocks, squared_norms
 from saal.selection.kmeans import MINIBATCH_ABOVE, fit_kmeans
 
 #: Added to the mean neighbour distance before inverting it (the authors' value).
@@ -38,20 +38,24 @@ def typicality(x: np.ndarray, k_neighbors: int, reference: np.ndarray | None = N
 
     ``reference`` (default: every row) are the rows that count as neighbours; a seeded subset of a
     large cluster estimates the same density at a fraction of the cost. A single row (no neighbour)
-    gets typicality 0.
+    gets typicality 0. Exact and brute force, in row blocks (no rows x reference matrix beyond a block).
     """
     m = x.shape[0]
     ref = np.arange(m) if reference is None else np.asarray(reference, dtype=np.int64)
     k = min(k_neighbors, ref.size // 2)
     if k < 1:
         return np.zeros(m)
-    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x[ref])
-    dist, _ = nn.kneighbors(x)
+    x64 = np.asarray(x, dtype=np.float64)
+    y = x64[ref]
     in_reference = np.zeros(m, dtype=bool)
     in_reference[ref] = True
-    # a reference row finds itself first (distance 0): drop that column; the others drop their (k+1)-th
-    dist = np.where(in_reference[:, None], dist[:, 1:], dist[:, :-1])
-    return 1.0 / (dist.mean(axis=1) + TYPICALITY_EPS)
+    mean = np.empty(m)
+    for s, d2 in sqdist_blocks(x64, y, squared_norms(y)):
+        nearest = np.sqrt(np.sort(np.partition(d2, k, axis=1)[:, :k + 1], axis=1))
+        # a reference row finds itself first (distance 0): drop that column; the others drop their (k+1)-th
+        own = in_reference[s:s + d2.shape[0], None]
+        mean[s:s + d2.shape[0]] = np.where(own, nearest[:, 1:], nearest[:, :-1]).mean(axis=1)
+    return 1.0 / (mean + TYPICALITY_EPS)
 
 
 class TypiclustStrategy(ColdStartStrategy):
