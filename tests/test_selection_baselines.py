@@ -8,7 +8,7 @@ from sklearn.datasets import make_blobs
 
 from saal.errors import SelectionError
 from saal.selection import KCenterStrategy, ProbCoverStrategy, RandomStrategy, TypiclustStrategy
-from saal.selection.typiclust import typicality
+from saal.selection.typiclust import RemainingDensity, typicality
 
 
 def covering_radius(x, chosen):
@@ -91,6 +91,21 @@ def test_typiclust_second_visit_takes_the_most_typical_remaining_member():
         free = np.setdiff1d(members, sel.indices[same])
         assert i == free[int(np.argmax(typicality(x[free], 20)))]
 
+
+
+def test_remaining_density_equals_typicality_of_the_remaining_members():
+    """Neighbour lists measured once, then thinned as members are taken, give the values measured afresh,
+    also after the spare neighbours run out (measured again) and down to a single member left."""
+    x = np.random.default_rng(3).normal(size=(50, 6))
+    members = np.arange(5, 45)
+    density = RemainingDensity(x, members, k_neighbors=6)
+    taken = np.zeros(50, dtype=bool)
+    order = np.random.default_rng(4).permutation(members)
+    for step, i in enumerate(order):
+        free, typ = density.typicality(taken)
+        np.testing.assert_array_equal(free, members[~taken[members]])
+        np.testing.assert_allclose(typ, typicality(x[free], 6), rtol=1e-12, err_msg=f"after {step} taken")
+        taken[i] = True
 
 def test_typiclust_skips_covered_clusters():
     x, truth = separated((60, 40, 30, 20))

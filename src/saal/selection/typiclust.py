@@ -58,6 +58,63 @@ def typicality(x: np.ndarray, k_neighbors: int, reference: np.ndarray | None = N
     return 1.0 / (mean + TYPICALITY_EPS)
 
 
+#: Neighbours kept per member beyond ``k_neighbors``: how many members a cluster can lose before its
+#: neighbour lists are measured again.
+SPARE_NEIGHBOURS = 8
+
+
+def nearest_others(x: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n_neighbors`` nearest other rows as ``(indices, distances)``, nearest first.
+
+    Exact and brute force in row blocks, like :func:`typicality` (no rows x rows matrix beyond a block).
+    """
+    m = x.shape[0]
+    n = min(n_neighbors, m - 1)
+    x64 = np.asarray(x, dtype=np.float64)
+    index = np.empty((m, n), dtype=np.int64)
+    dist = np.empty((m, n))
+    for s, d2 in sqdist_blocks(x64, x64, squared_norms(x64)):
+        rows = np.arange(d2.shape[0])
+        d2[rows, s + rows] = np.inf  # a row is not its own neighbour
+        near = np.argpartition(d2, n - 1, axis=1)[:, :n] if n < m - 1 else np.argsort(d2, axis=1)[:, :n]
+        near_d2 = np.take_along_axis(d2, near, axis=1)
+        order = np.argsort(near_d2, axis=1, kind="stable")
+        index[s:s + rows.size] = np.take_along_axis(near, order, axis=1)
+        dist[s:s + rows.size] = np.sqrt(np.take_along_axis(near_d2, order, axis=1))
+    return index, dist
+
+
+class RemainingDensity:
+    """The typicality of a cluster's remaining members, kept up to date as members are taken.
+
+    TypiClust measures density among the members not chosen yet, so a cluster visited again (budgets above
+    the number of clusters) needs it again without the members taken since. Measuring once and then dropping
+    taken members from every member's neighbour list gives the same values as :func:`typicality` on the
+    remaining members at a fraction of the cost (the lists keep :data:`SPARE_NEIGHBOURS` spares; a list that
+    runs short is measured again). What keeps 100,000-image pools within the 30-second target.
+    """
+
+    def __init__(self, x: np.ndarray, members: np.ndarray, k_neighbors: int):
+        self.x, self.members, self.k_neighbors = x, members, k_neighbors
+        self.rows = np.empty(0, dtype=np.int64)  # pool rows the lists were measured on
+
+    def typicality(self, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(free, typicality)``: the members not ``taken`` (in member order) and their typicality."""
+        free = self.members[~taken[self.members]]
+        k = min(self.k_neighbors, free.size // 2)
+        if k < 1:
+            return free, np.zeros(free.size)
+        alive = ~taken[self.rows]
+        valid = ~taken[self.rows[self.index]] if self.rows.size else np.zeros((0, 0), dtype=bool)
+        if not self.rows.size or (valid[alive].sum(axis=1) < k).any():
+            self.rows = free
+            self.index, self.dist = nearest_others(self.x[free], self.k_neighbors + SPARE_NEIGHBOURS)
+            alive, valid = np.ones(free.size, dtype=bool), np.ones(self.index.shape, dtype=bool)
+        first = np.argsort(~valid[alive], axis=1, kind="stable")[:, :k]  # the k nearest still free, in order
+        mean = np.take_along_axis(self.dist[alive], first, axis=1).mean(axis=1)
+        return self.rows[alive], 1.0 / (mean + TYPICALITY_EPS)
+
+
 class TypiclustStrategy(ColdStartStrategy):
     """TypiClust: one typical image from each of the largest, least covered clusters.
 
@@ -114,6 +171,7 @@ class TypiclustStrategy(ColdStartStrategy):
 
         new = np.empty(n_new, dtype=np.int64)
         score = np.full(prior.size + n_new, np.nan)
+        densities: dict[int, RemainingDensity] = {}
         turn = 0
         for j in range(n_new):
             if not any(has_free(c) for c in order):  # only clusters below the size filter have images left
@@ -122,8 +180,8 @@ class TypiclustStrategy(ColdStartStrategy):
                 turn += 1
             c = int(order[turn % order.size])
             turn += 1
-            free = members[c][~taken[members[c]]]
-            typ = typicality(x[free], self.k_neighbors)
+            density = densities.setdefault(c, RemainingDensity(x, members[c], self.k_neighbors))
+            free, typ = density.typicality(taken)
             pos = int(np.argmax(typ))
             new[j] = free[pos]
             taken[free[pos]] = True
