@@ -4,7 +4,7 @@ Each strategy selects from N random feature vectors (default 100,000 x 512
 float32, Gaussian blobs) at a few budgets. Every (strategy, budget) run happens
 in a fresh subprocess so that its peak resident memory (``VmHWM`` from
 /proc/self/status, which, unlike tracemalloc, sees BLAS and OpenMP buffers) is
-its own. The goal: each run under 60 s on 2 cores and under 4 GB, i.e. no
+its own. The goal: each run under 30 s on 2 cores and under 4 GB, i.e. no
 N x N matrix anywhere.
 
     python benchmarks/bench_selection.py                       # the full grid

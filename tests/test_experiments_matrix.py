@@ -34,7 +34,8 @@ TINY = get_preset("demo").with_overrides(
     seg_steps=3, seg_batch=4, budgets=(2, 4), seeds=2, n_clusters=2,
 )
 DEFAULT_NAMES = ["random-ssl-entropy", "random-scratch-entropy", "saal-ssl-entropy", "saal-scratch-entropy",
-                 "typiclust-ssl-entropy", "kcenter-ssl-entropy"]
+                 "typiclust-ssl-entropy", "kcenter-ssl-entropy", "saal-typical-ssl-entropy",
+                 "saal-typical-scratch-entropy"]  # the paper's 2 x 2, peers, then the preset's cold start x 2
 # Every run in this file uses one torch thread, as worker processes do: float sums (and so the trained
 # weights) depend on how a reduction is split over threads, and the comparisons below are exact.
 THREADS = 1
@@ -245,7 +246,7 @@ def test_run_writes_summary_curves_and_a_self_contained_report(experiment):
     html = (experiment / "report.html").read_text()
     assert "Images selected for annotation" in html and "Prediction overlays" in html
     assert "saal cold start, seed 0: 2 images, 2 clusters" in html
-    assert html.count("data:image/png;base64,") == 1 + 4 + 2  # curves, 4 cold starts, best + worst
+    assert html.count("data:image/png;base64,") == 1 + 5 + 2  # curves, 5 cold starts, best + worst
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
 

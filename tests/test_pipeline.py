@@ -16,8 +16,8 @@ from saal.config import get_preset
 from saal.data.synth import write_isic_layout
 from saal.errors import SaalError
 from saal.io import read_csv
-from saal.pipeline import (import_annotations, pool_features, query_next, run_all, run_loop_config, select_images,
-                           train_model)
+from saal.pipeline import (describe_run, import_annotations, pool_features, query_next, run_all, run_loop_config,
+                           select_images, train_model)
 from saal.workspace import open_workspace
 
 pytestmark = pytest.mark.slow  # every test here runs stages end to end
@@ -86,7 +86,7 @@ def test_selection_extends_and_never_reorders(tmp_path):
     first = select_images(ws, 5, progress=False)
     more = select_images(ws, 9, progress=False)
     assert more.ids[:5] == first.ids and len(set(more.ids)) == 9 and more.new_ids == more.ids[5:]
-    with pytest.raises(SaalError, match="saal cold start"):
+    with pytest.raises(SaalError, match=f"by the {TINY.cold_start} cold start"):
         select_images(ws, 9, cold_start="random", progress=False)
     with pytest.raises(SaalError, match="budget"):
         select_images(ws, 37, progress=False)
@@ -207,6 +207,13 @@ def test_unlabeled_folder_selects_but_cannot_simulate(tmp_path):
     with pytest.raises(SaalError, match="inside the data folder"):
         open_workspace(data / "run", data=data, preset=preset, progress=False)
 
+
+
+def test_describe_run_says_how_many_images_the_pool_holds(tmp_path):
+    ws = open_workspace(tmp_path / "run", preset=TINY, progress=False)
+    line = describe_run(ws, query="random")
+    assert line.startswith(f"pool: {len(ws.pool)} images to choose from, test: {len(ws.test)} ")
+    assert f"{TINY.cold_start} cold start" in line and "random queries" in line and f"{TINY.ssl_objective} " in line
 
 def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert main(["select", "--run", str(tmp_path / "r")]) == 2  # --budget missing

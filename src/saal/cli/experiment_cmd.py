@@ -12,7 +12,8 @@ _HELP = "\n\n".join([
     "Runs every cell of the matrix (cold start x initialisation x query) for each seed as a simulated "
     "active-learning loop (the ground-truth masks play the annotator), plus a full-supervision reference per seed. "
     "Default matrix: random and saal cold starts, each from the self-supervised weights (ssl) and from scratch, "
-    "plus typiclust and kcenter from ssl; the preset's query in the later rounds.",
+    "plus typiclust and kcenter from ssl, and the preset's cold start both ways (saal-typical for demo and cpu); "
+    "the preset's query in the later rounds.",
     "The self-supervised pretraining and the pool features are computed once and shared by every cell. Writes "
     "OUT/results.csv (one row per cell, seed and round), OUT/summary.md (mean ± std and worst seed per budget, "
     "normalised area under the curve, labels needed for 95% of full supervision, paired tests against random), "

@@ -13,12 +13,12 @@ the run directory.
 from .encoder import load_encoder, pool_features, ssl_state, ssl_weights
 from .report import write_run_report
 from .rounds import QueryResult, import_annotations, loop_dir, query_next, run_loop_config, train_model
-from .run import RunResult, run_all
+from .run import RunResult, describe_run, run_all
 from .select import SelectResult, select_images, selection_plan
 
 __all__ = [
     "ssl_weights", "ssl_state", "load_encoder", "pool_features",
     "SelectResult", "select_images", "selection_plan",
     "QueryResult", "train_model", "query_next", "import_annotations", "loop_dir", "run_loop_config",
-    "RunResult", "run_all", "write_run_report",
+    "RunResult", "describe_run", "run_all", "write_run_report",
 ]

@@ -22,6 +22,20 @@ class RunResult:
     report: Path | None
 
 
+def describe_run(ws: Workspace, *, cold_start: str | None = None, query: str | None = None,
+                 init: str | None = None) -> str:
+    """One line that says what a run will do: how many images the pool and test split hold, and the method.
+
+    The pool is the user's whole folder minus the test split; printing its size first means nobody has to
+    guess whether a preset capped it.
+    """
+    p = ws.preset
+    test = len(ws.test) if ws.test is not None else 0
+    return (f"pool: {len(ws.pool)} images to choose from, test: {test} ({p.name} preset, {p.image_size} px; "
+            f"{p.ssl_objective} pretraining, {cold_start or p.cold_start} cold start, {init or p.init} init, "
+            f"{query or p.query} queries)")
+
+
 def run_all(ws: Workspace, *, cold_start: str | None = None, query: str | None = None, init: str | None = None,
             finetune: str = "restart", progress: bool = True) -> RunResult:
     """Pretrain -> select -> train -> active-learning rounds -> evaluate -> report, on the data's masks.
