@@ -30,8 +30,8 @@ runs vs seeds; and the wall time. ``OUT/<set>/bench_real.md`` gets the same tabl
     python benchmarks/bench_real.py --sets isic --parts cold-start --budgets 10      # the cold start alone
     python benchmarks/bench_real.py --size 128 --out runs/bench-real-128             # at 128 px
     python benchmarks/bench_real.py --seeds 2 --ssl-seeds 1 --steps 5 --ssl-epochs 1 --out /tmp/br   # a smoke run
-    python benchmarks/bench_real.py --compare runs/bench-real/isic:typiclust-ssl-entropy \
-        runs/bench-real/isic-contrastive-b64:typiclust-ssl-entropy       # one cell across two variants, paired
+    python benchmarks/bench_real.py --compare runs/bench-real/isic-genesis-b16:typiclust-ssl-entropy \
+        runs/bench-real/isic:typiclust-ssl-entropy       # one cell across two variants (Genesis vs default), paired
 
 Variants (``--objective``, ``--schedule``, ``--ssl-batch``, ``--pool``, ``--readout``, ``--augment``) run in
 folders of their own, ``OUT/<set>-<variant>``; a variant of a later stage (readout, augmentation) reuses (links)
@@ -112,7 +112,7 @@ def variant_folders(args) -> tuple[Path, Path | None]:
 
     demo = get_preset("demo")
     pretraining = [v for v, default in ((args.objective, demo.ssl_objective), (args.schedule, demo.ssl_schedule),
-                                        (args.ssl_batch and f"b{args.ssl_batch}", None),
+                                        (args.ssl_batch and f"b{args.ssl_batch}", f"b{demo.ssl_batch}"),
                                         (args.pool and f"pool{args.pool}", None)) if v and v != default]
     base = args.out / "-".join([args.set, *pretraining])
     later = [v for v, default in ((args.readout, demo.feature_readout), (args.augment and f"aug{args.augment}",
@@ -326,7 +326,7 @@ def main() -> None:
                                                        "(default: the demo preset's)")
     ap.add_argument("--query", default=None, help="the query of the cold-start and init parts (default: the demo "
                                                   "preset's)")
-    ap.add_argument("--queries", default="random,entropy,uncertainty-diversity,representative",
+    ap.add_argument("--queries", default="random,entropy,cold-start-rule,cluster-entropy",
                     help="queries of the query part")
     ap.add_argument("--objective", default=None, help="self-supervised objective (default: the demo preset's)")
     ap.add_argument("--schedule", default=None, help="pretraining learning-rate schedule (default: the demo preset's)")

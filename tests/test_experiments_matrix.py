@@ -31,7 +31,7 @@ from saal.io import read_csv, read_jsonl
 
 TINY = get_preset("demo").with_overrides(
     name="tiny", image_size=32, pool_size=24, test_size=8, synth_n=32, base_width=8, ssl_epochs=1, ssl_batch=8,
-    seg_steps=3, seg_batch=4, budgets=(2, 4), seeds=2, n_clusters=2,
+    seg_steps=3, seg_batch=4, budgets=(2, 4), seeds=2, n_clusters=2, query="entropy",
 )
 DEFAULT_NAMES = ["random-ssl-entropy", "random-scratch-entropy", "saal-ssl-entropy", "saal-scratch-entropy",
                  "typiclust-ssl-entropy", "kcenter-ssl-entropy", "saal-typical-ssl-entropy",
@@ -64,6 +64,7 @@ def test_default_matrix_is_the_papers_comparison_plus_peers():
     assert FULL_CELL.name == "full" and FULL_CELL.init == "ssl"
     paper = get_preset("paper")
     assert {c.query for c in build_matrix(paper)} == {"representative"}
+    assert {c.query for c in build_matrix(get_preset("demo"))} == {"cold-start-rule"}
 
 
 def test_matrix_options_choose_cold_starts_inits_and_queries():

@@ -28,7 +28,8 @@ COLD_START_HELP = ("saal (the paper: k-means on the SSL features, a share per cl
 QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, variance (MC dropout), "
               "uncertainty-diversity, representative (the paper's cluster criterion continued), cold-start-rule "
               "(the run's own cold start continued), cluster-entropy (the most uncertain image of each least covered "
-              "cluster). Default: the preset's.")
+              "cluster). Default: the preset's (cold-start-rule for demo and cpu, representative for paper; "
+              "measured in docs/experiments.md).")
 
 annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
 
