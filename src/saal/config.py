@@ -165,7 +165,8 @@ class Preset:
 
 
 #: The choices of the ``demo`` and ``cpu`` presets that differ from the paper (the field defaults).
-MEASURED_BEST = dict(ssl_objective="contrastive", ssl_batch=64, cold_start="saal-typical", query="cold-start-rule")
+MEASURED_BEST = dict(ssl_objective="contrastive", ssl_batch=64, ssl_schedule="cosine", cold_start="saal-typical",
+                     query="cold-start-rule")
 
 PRESETS: dict[str, Preset] = {
     # 60 epochs is a cap: early stopping (patience 5) ends the demo pretraining after ~30-45 epochs.
@@ -173,8 +174,8 @@ PRESETS: dict[str, Preset] = {
     # against 0.020) and its features clustered on outliers; see docs/selection.md, "Coverage of rare
     # sub-populations".
     # demo and cpu use what measured best on real ISIC 2017 at the scale users have (benchmarks/bench_real.py,
-    # docs/experiments.md): contrastive pretraining (batch 64: SimCLR needs negatives), the paper's quotas
-    # with the most typical members, and the same rule continued in the later rounds.
+    # docs/experiments.md): contrastive pretraining (batch 64: SimCLR needs negatives; cosine schedule), the
+    # paper's quotas with the most typical members, and the same rule continued in the later rounds.
     "demo": Preset(name="demo", ssl_epochs=60, **MEASURED_BEST),
     "cpu": Preset(
         name="cpu", image_size=128, test_size=400, synth_n=2000,
