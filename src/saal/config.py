@@ -169,10 +169,10 @@ MEASURED_BEST = dict(ssl_objective="contrastive", ssl_batch=64, ssl_schedule="co
                      query="cold-start-rule")
 
 PRESETS: dict[str, Preset] = {
-    # 60 epochs is a cap: early stopping (patience 5) ends the demo pretraining after ~30-45 epochs.
-    # The earlier 8 epochs left the restoration net under-trained (SSL seed 0: validation loss 0.028
-    # against 0.020) and its features clustered on outliers; see docs/selection.md, "Coverage of rare
-    # sub-populations".
+    # 60 epochs is a cap with early stopping (patience 5): the step schedule stopped after ~30-48 epochs,
+    # the cosine schedule keeps the contrastive run improving to about the cap. The earlier 8 epochs left
+    # the restoration net under-trained and its features clustered on outliers; see docs/selection.md,
+    # "Coverage of rare sub-populations".
     # demo and cpu use what measured best on real ISIC 2017 at the scale users have (benchmarks/bench_real.py,
     # docs/experiments.md): contrastive pretraining (batch 64: SimCLR needs negatives; cosine schedule), the
     # paper's quotas with the most typical members, and the same rule continued in the later rounds.
