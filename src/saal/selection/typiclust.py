@@ -96,7 +96,8 @@ class RemainingDensity:
 
     def __init__(self, x: np.ndarray, members: np.ndarray, k_neighbors: int):
         self.x, self.members, self.k_neighbors = x, members, k_neighbors
-        self.rows = np.empty(0, dtype=np.int64)  # pool rows the lists were measured on
+        self.rows = np.empty(0, dtype=np.int64)  # pool rows the lists were measured on (none yet)
+        self.index, self.dist = np.empty((0, 0), dtype=np.int64), np.empty((0, 0))
 
     def typicality(self, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(free, typicality)``: the members not ``taken`` (in member order) and their typicality."""
@@ -104,8 +105,7 @@ class RemainingDensity:
         k = min(self.k_neighbors, free.size // 2)
         if k < 1:
             return free, np.zeros(free.size)
-        alive = ~taken[self.rows]
-        valid = ~taken[self.rows[self.index]] if self.rows.size else np.zeros((0, 0), dtype=bool)
+        alive, valid = ~taken[self.rows], ~taken[self.rows[self.index]]
         if not self.rows.size or (valid[alive].sum(axis=1) < k).any():
             self.rows = free
             self.index, self.dist = nearest_others(self.x[free], self.k_neighbors + SPARE_NEIGHBOURS)
@@ -180,8 +180,9 @@ class TypiclustStrategy(ColdStartStrategy):
                 turn += 1
             c = int(order[turn % order.size])
             turn += 1
-            density = densities.setdefault(c, RemainingDensity(x, members[c], self.k_neighbors))
-            free, typ = density.typicality(taken)
+            if c not in densities:
+                densities[c] = RemainingDensity(x, members[c], self.k_neighbors)
+            free, typ = densities[c].typicality(taken)
             pos = int(np.argmax(typ))
             new[j] = free[pos]
             taken[free[pos]] = True
