@@ -184,19 +184,19 @@ def dice_table(results, metric: str = "dice"):
 
 def comparisons(results):
     """(cell, reference, what) pairs: cold start vs random, the whole pipeline vs random picks throughout,
-    SSL vs scratch, query vs random query."""
+    SSL vs scratch, query vs random query (each within one training mode), semi- vs supervised training."""
+    from saal.experiments.matrix import Cell
+
     names = set(results.cells)
     pairs = []
     for cell in results.cells:
-        cold, init, query = results.meta(cell)
-        if cold != "random" and f"random-{init}-{query}" in names:
-            pairs.append((cell, f"random-{init}-{query}", "cold start"))
-        if cold != "random" and query != "random" and f"random-{init}-random" in names:
-            pairs.append((cell, f"random-{init}-random", "pipeline"))
-        if init == "ssl" and f"{cold}-scratch-{query}" in names:
-            pairs.append((cell, f"{cold}-scratch-{query}", "SSL init"))
-        if query != "random" and f"{cold}-{init}-random" in names:
-            pairs.append((cell, f"{cold}-{init}-random", "query"))
+        cold, init, query, train = results.meta(cell)
+        twins = {"cold start": Cell("random", init, query, train) if cold != "random" else None,
+                 "pipeline": Cell("random", init, "random", train) if cold != "random" and query != "random" else None,
+                 "SSL init": Cell(cold, "scratch", query, train) if init == "ssl" else None,
+                 "query": Cell(cold, init, "random", train) if query != "random" else None,
+                 "training": Cell(cold, init, query) if train != "supervised" else None}
+        pairs += [(cell, twin.name, what) for what, twin in twins.items() if twin is not None and twin.name in names]
     return pairs
 
 
@@ -228,7 +228,7 @@ def coverage_table_md(args, results, folder: Path, pool: list[str]):
     rows = []
     cold_cells = {}
     for cell in results.cells:
-        cold, init, query = results.meta(cell)
+        cold = results.meta(cell)[0]
         cold_cells.setdefault(cold, cell)  # one cell per cold start: round 0 is the same for every init / query
     for group, member in groups.items():
         members = np.array([bool(member.get(i, False)) for i in pool])

@@ -82,6 +82,9 @@ class Preset:
     seg_augment : str
         Training augmentation: ``flips`` (the 8 symmetries of the square), ``full`` (plus small
         rotation, zoom, brightness and contrast) or ``none``; see :mod:`saal.segmentation.augment`.
+    seg_train : str
+        ``supervised`` (the labeled images alone) or ``semi`` (plus pseudo-labels on the unlabeled
+        pool, :mod:`saal.segmentation.semi`).
     budgets : tuple of int
         Cumulative labeled counts of the rounds; the first is the cold start.
     query : str
@@ -130,6 +133,7 @@ class Preset:
     seg_lr: float = 1e-3
     loss: str = "ce+dice"
     seg_augment: str = "flips"
+    seg_train: str = "supervised"
     budgets: tuple[int, ...] = (10, 20, 40, 80)
     query: str = "entropy"
     mc_samples: int = 8

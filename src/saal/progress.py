@@ -58,3 +58,10 @@ class StepProgress:
         """Print a line above the bar (nothing when disabled)."""
         if self._bar is not None:
             self._bar.console.print(line, highlight=False)
+
+
+def say(line: str) -> None:
+    """Print one message line to stderr (outside any bar): a notice the user should see, not a result."""
+    from rich.console import Console
+
+    Console(stderr=True).print(line, highlight=False)

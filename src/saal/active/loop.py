@@ -106,16 +106,18 @@ class LoopConfig:
 
     @classmethod
     def from_preset(cls, preset: Preset, *, in_channels: int, budgets: tuple[int, ...] | None = None,
-                    steps: int | None = None, **options: Any) -> "LoopConfig":
+                    steps: int | None = None, train: str | None = None, **options: Any) -> "LoopConfig":
         """The loop a preset defines for images of ``in_channels`` channels.
 
         ``budgets`` (default: the preset's) and ``steps`` (segmentation steps,
-        default: the preset's) override the schedule; ``options`` set the other
+        default: the preset's) override the schedule, ``train`` the training mode
+        (``supervised`` or ``semi``, default: the preset's); ``options`` set the other
         fields (``cold_start``, ``query``, ``init``, all three defaulting to the
         preset's, ``finetune``, ``seed``, ``save_models``); None values are ignored.
         """
         options = {k: v for k, v in options.items() if v is not None}
-        seg = SegConfig.from_preset(preset, in_channels=in_channels, **({} if steps is None else {"steps": steps}))
+        overrides = {k: v for k, v in (("steps", steps), ("train", train)) if v is not None}
+        seg = SegConfig.from_preset(preset, in_channels=in_channels, **overrides)
         defaults = {"cold_start": preset.cold_start, "query": preset.query, "init": preset.init}
         return cls(budgets=tuple(budgets or preset.budgets), seg=seg, mc_samples=preset.mc_samples,
                    n_clusters=preset.n_clusters, **{**defaults, **options})
@@ -298,11 +300,15 @@ def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test:
         init_state, transfer = previous[0].state_dict(), "full"
     if config.init == "ssl" and init_state is None:
         raise SaalError("SSL initialisation needs the self-supervised weights (run 'saal pretrain')")
-    model, log = train_segmentation(labeled, seg, init_state=init_state, transfer=transfer,
+    unlabeled = None
+    if seg.train == "semi":  # the pool minus the labeled set, without its masks: only images reach the trainer
+        unlabeled = pool.subset(active.unlabeled_indices)
+        unlabeled.masks = None
+    model, log = train_segmentation(labeled, seg, unlabeled=unlabeled, init_state=init_state, transfer=transfer,
                                     seed=config.round_seed(round), progress=progress)
     record: dict[str, Any] = {
         "round": round, "n_labeled": len(labeled), "cold_start": config.cold_start, "init": config.init,
-        "query": config.query, "seed": config.seed, "train_seconds": round_to(log.wall_s, 2),
+        "query": config.query, "train": log.train, "seed": config.seed, "train_seconds": round_to(log.wall_s, 2),
         "steps": log.steps,
     }
     write_csv(loop.file(f"labeled_round_{round}.csv"),

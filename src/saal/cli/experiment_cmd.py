@@ -46,6 +46,10 @@ def experiment(
                                           help="Queries of the later rounds (default: the preset's): random, "
                                                "entropy, bald, variance, representative, uncertainty-diversity, "
                                                "cold-start-rule, cluster-entropy."),
+    train: Optional[str] = typer.Option(None, "--train", metavar="A,B",
+                                        help="Training modes every cell runs with: supervised (the labeled images "
+                                             "alone), semi (plus pseudo-labels on the unlabeled pool); "
+                                             "'supervised,semi' compares both (default: the preset's)."),
     ssl_seeds: int = typer.Option(1, "--ssl-seeds", metavar="K", min=1,
                                   help="Self-supervised pretraining runs (seeds S, S+1, ... from the run's --seed): "
                                        "every cell and seed is repeated on each, so the results sample the "
@@ -75,7 +79,7 @@ def experiment(
     if split not in ("random", "official"):
         raise SaalError(f"--split: choose random or official, got {split!r}")
     results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, cold_starts=cold_starts, inits=inits,
-                                 queries=queries, ssl_seeds=ssl_seeds, full_seeds=full_seeds, workers=workers,
+                                 queries=queries, trains=train, ssl_seeds=ssl_seeds, full_seeds=full_seeds, workers=workers,
                                  progress=not no_progress, split_mode=split, skip_bad=skip_bad, seed=seed,
                                  settings={"ssl_objective": objective})
     results = load_results(results_csv)

@@ -78,7 +78,8 @@ def result_rows(finished: FinishedCell, run_seed: int = 0) -> list[dict[str, Any
     rows = []
     for record in sorted(finished.records, key=lambda r: r["round"]):
         rows.append({
-            "cold_start": cell.cold_start, "init": cell.init, "query": cell.query, "cell": cell.name,
+            "cold_start": cell.cold_start, "init": cell.init, "query": cell.query, "train": cell.train,
+            "cell": cell.name,
             "ssl_seed": ssl_seed, "seed": finished.seed, "round": int(record["round"]),
             "n_labeled": int(record["n_labeled"]),
             **{m: _number(record.get(m)) for m in ("dice", "iou", "hd95", "assd", "train_seconds")},
@@ -123,6 +124,6 @@ def write_done(directory: str | os.PathLike, cell: Cell, seed: int, ssl_seed: in
                records: list[dict[str, Any]]) -> Path:
     """Mark a cell finished (atomically), with its replicate, settings and round records."""
     return write_json(Path(directory) / DONE_FILE, {"cell": {"cold_start": cell.cold_start, "init": cell.init,
-                                                             "query": cell.query},
+                                                             "query": cell.query, "train": cell.train},
                                                     "seed": seed, "ssl_seed": ssl_seed,
                                                     "config": json.loads(json.dumps(config)), "records": records})

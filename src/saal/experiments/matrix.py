@@ -21,6 +21,7 @@ from ..active.loop import INITS
 from ..active.queries import QUERIES
 from ..config import Preset
 from ..errors import SaalError
+from ..segmentation.trainer import TRAIN_MODES
 from ..selection.registry import COLD_STARTS
 from .results import FULL_SUPERVISION
 #: Cold starts of the default matrix, in report order (the preset's own cold start is added when missing).
@@ -34,13 +35,17 @@ class Cell:
     cold_start: str
     init: str
     query: str
+    train: str = "supervised"
 
     @property
     def name(self) -> str:
-        """Folder and curve label: ``<cold_start>-<init>-<query>``, or ``full`` for the reference."""
+        """Folder and curve label: ``<cold_start>-<init>-<query>``, ``...-semi`` when semi-supervised, or ``full``.
+
+        Supervised cells keep the names they had before training modes existed, so old runs still resume.
+        """
         if self.is_full:
             return FULL_SUPERVISION
-        return f"{self.cold_start}-{self.init}-{self.query}"
+        return f"{self.cold_start}-{self.init}-{self.query}" + ("" if self.train == "supervised" else f"-{self.train}")
 
     @property
     def is_full(self) -> bool:
@@ -74,13 +79,15 @@ def _check_known(names: Sequence[str], known: Iterable[str], option: str, what: 
 
 def build_matrix(preset: Preset, *, cold_starts: str | Iterable[str] | None = None,
                  inits: str | Iterable[str] | None = None,
-                 queries: str | Iterable[str] | None = None) -> list[Cell]:
+                 queries: str | Iterable[str] | None = None,
+                 trains: str | Iterable[str] | None = None) -> list[Cell]:
     """The cells to run (without the full-supervision reference), in report order.
 
     ``cold_starts`` chooses the cold starts (default :data:`DEFAULT_COLD_STARTS` and the preset's
     cold start), ``inits`` the initialisations of every cold start (default: both for random, SAAL
     and the preset's cold start, the paper's 2 x 2; SSL only for the others), ``queries`` the
-    active-learning queries (default: the preset's). Each accepts a
+    active-learning queries (default: the preset's), ``trains`` the training modes every one of
+    them runs with (default: the preset's; ``supervised,semi`` compares both). Each accepts a
     list or a comma-separated string; names are checked against the registries of
     :mod:`saal.selection` and :mod:`saal.active.queries`.
     """
@@ -95,11 +102,14 @@ def build_matrix(preset: Preset, *, cold_starts: str | Iterable[str] | None = No
         _check_known(chosen_inits, INITS, "--inits", "initialisation")
     chosen_queries = _parse_names(queries, "--queries") or [preset.query]
     _check_known(chosen_queries, QUERIES, "--queries", "query")
+    chosen_trains = _parse_names(trains, "--train") or [preset.seg_train]
+    _check_known(chosen_trains, TRAIN_MODES, "--train", "training mode")
     cells = []
     for cold_start in cold_starts:
         both = cold_start in ("random", "saal", preset.cold_start)
         cell_inits = chosen_inits or (list(INITS) if both else ["ssl"])
-        cells += [Cell(cold_start, init, query) for init in cell_inits for query in chosen_queries]
+        cells += [Cell(cold_start, init, query, train) for init in cell_inits for query in chosen_queries
+                  for train in chosen_trains]
     return cells
 
 

@@ -59,7 +59,9 @@ def plot_learning_curves(png: str | os.PathLike, results: Results, *, metric: st
     ax = fig.add_subplot()
     for cell in chosen:
         color = colors[cell]
-        style = "-." if results.meta(cell)[1] == "scratch" else "-"
+        _, init, _, train = results.meta(cell)
+        style = "-." if init == "scratch" else "-"
+        marker = "s" if train == "semi" else "o"  # semi-supervised curves: square markers (and "-semi" names)
         if per_seed:
             for budgets, values in results.curves(cell, metric).values():
                 ax.plot(budgets, values * scale, color=color, linestyle=style, linewidth=0.6, alpha=0.3)
@@ -68,7 +70,7 @@ def plot_learning_curves(png: str | os.PathLike, results: Results, *, metric: st
         mean = np.array([st.mean for st in mine]) * scale
         std = np.nan_to_num(np.array([st.std for st in mine]) * scale)  # one seed: no band
         ax.fill_between(b, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
-        ax.plot(b, mean, color=color, linestyle=style, marker="o", markersize=4, linewidth=2, label=cell)
+        ax.plot(b, mean, color=color, linestyle=style, marker=marker, markersize=4, linewidth=2, label=cell)
     full = full_supervision(results, metric)
     if full is not None:
         ax.axhline(full.mean * scale, color="black", linestyle="--", linewidth=1.5,

@@ -31,7 +31,7 @@ from ..io import read_csv
 #: The cell name of the full-supervision rows (the whole pool labeled).
 FULL_SUPERVISION = "full"
 #: The columns of ``results.csv``, in order.
-COLUMNS = ("cold_start", "init", "query", "cell", "ssl_seed", "seed", "round", "n_labeled", "dice", "iou", "hd95",
+COLUMNS = ("cold_start", "init", "query", "train", "cell", "ssl_seed", "seed", "round", "n_labeled", "dice", "iou", "hd95",
            "assd", "train_seconds")
 #: Columns every results table must have.
 REQUIRED_COLUMNS = ("cold_start", "init", "query", "cell", "seed", "round", "n_labeled", "dice")
@@ -69,6 +69,7 @@ class Row:
     assd: float = math.nan
     train_seconds: float = math.nan
     ssl_seed: int = 0
+    train: str = "supervised"  # the training mode (results written before it existed are supervised)
 
     @property
     def replicate(self) -> Replicate:
@@ -101,11 +102,11 @@ class Results:
         """Every budget (n_labeled) any cell reached, ascending; full supervision excluded."""
         return sorted({r.n_labeled for r in self.rows if r.cell != FULL_SUPERVISION})
 
-    def meta(self, cell: str) -> tuple[str, str, str]:
-        """``(cold_start, init, query)`` of a cell."""
+    def meta(self, cell: str) -> tuple[str, str, str, str]:
+        """``(cold_start, init, query, train)`` of a cell: the fields of a :class:`~saal.experiments.matrix.Cell`."""
         for r in self.rows:
             if r.cell == cell:
-                return r.cold_start, r.init, r.query
+                return r.cold_start, r.init, r.query, r.train
         raise SaalError(f"{self.source}: no cell {cell!r} (have: {', '.join(self.cells)})")
 
     @property
@@ -155,14 +156,14 @@ def results_from_rows(records: Iterable[Mapping[str, Any]], *, source: str = "re
         raise SaalError(f"{source}: missing column(s) {', '.join(missing)} (required: {', '.join(REQUIRED_COLUMNS)})")
     rows = [_parse_row(rec, f"{source}, line {first_line + i}") for i, rec in enumerate(records)]
     seen: dict[tuple[str, int, int, int], int] = {}
-    config: dict[str, tuple[str, str, str]] = {}
+    config: dict[str, tuple[str, str, str, str]] = {}
     for i, r in enumerate(rows):
         key = (r.cell, r.ssl_seed, r.seed, r.n_labeled)
         if key in seen:
             raise SaalError(f"{source}, line {first_line + i}: cell {r.cell!r}, ssl_seed {r.ssl_seed}, seed {r.seed}, "
                             f"n_labeled {r.n_labeled} already on line {seen[key]}")
         seen[key] = first_line + i
-        meta = (r.cold_start, r.init, r.query)
+        meta = (r.cold_start, r.init, r.query, r.train)
         if config.setdefault(r.cell, meta) != meta:
             raise SaalError(f"{source}, line {first_line + i}: cell name {r.cell!r} is used for "
                             f"{'/'.join(config[r.cell])} and {'/'.join(meta)}; names must be unique")
@@ -179,6 +180,7 @@ def _parse_row(rec: Mapping[str, Any], where: str) -> Row:
     text = {c: str(rec[c]).strip() for c in ("cold_start", "init", "query", "cell")}
     if not text["cell"]:
         raise SaalError(f"{where}: empty cell name")
+    text["train"] = str(rec.get("train") or "").strip() or "supervised"
     ints = {c: _as_int(rec[c], c, where) for c in ("seed", "round", "n_labeled")}
     raw_ssl = rec.get("ssl_seed")
     ints["ssl_seed"] = 0 if raw_ssl is None or str(raw_ssl).strip() == "" else _as_int(raw_ssl, "ssl_seed", where)

@@ -33,6 +33,7 @@ from ..active.loop import LoopConfig, run_simulated
 from ..config import Preset, get_preset
 from ..errors import SaalError
 from ..io import append_jsonl, load_state
+from ..progress import say as _say
 from ..pipeline import pool_features, ssl_weights
 from ..workspace import open_workspace
 from .collect import collect_results, read_done, write_done
@@ -202,13 +203,14 @@ def _run_workers(n: int, spec: WorkerSpec, tasks: Sequence[Task], shared: Shared
 def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
                    preset: Preset | str | None = None, seeds: int | Iterable[int] | None = None,
                    cold_starts: str | Iterable[str] | None = None, inits: str | Iterable[str] | None = None,
-                   queries: str | Iterable[str] | None = None, ssl_seeds: int = 1, full_seeds: int | None = None,
+                   queries: str | Iterable[str] | None = None, trains: str | Iterable[str] | None = None,
+                   ssl_seeds: int = 1, full_seeds: int | None = None,
                    workers: int = 1, report: bool = True, progress: bool = True, **data_options: Any) -> Path:
     """Run the matrix in ``out_dir`` and write ``results.csv`` (returned), the summary and the report.
 
     ``data``: a dataset folder (None: the embedded synthetic set). ``preset``: a name or a
     :class:`~saal.config.Preset` (None: ``demo`` for a new directory, the recorded one otherwise).
-    ``seeds``: a count or a list (None: the preset's). ``cold_starts`` / ``inits`` / ``queries``:
+    ``seeds``: a count or a list (None: the preset's). ``cold_starts`` / ``inits`` / ``queries`` / ``trains``:
     the matrix, see :func:`~saal.experiments.matrix.build_matrix`. ``ssl_seeds``: how many
     self-supervised pretraining runs every cell and seed is repeated on (seeds run seed, run seed + 1,
     ...), so that the pretraining is sampled too. ``full_seeds``: how many seeds of each pretraining
@@ -222,12 +224,12 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
     started = time.perf_counter()
     # Check the options before the shared stage, which may pretrain for a long time.
     guess = preset if isinstance(preset, Preset) else get_preset(preset or "demo")
-    build_matrix(guess, cold_starts=cold_starts, inits=inits, queries=queries)
+    build_matrix(guess, cold_starts=cold_starts, inits=inits, queries=queries, trains=trains)
     resolve_seeds(seeds, guess)
     if full_seeds is not None and int(full_seeds) < 0:
         raise SaalError(f"--full-seeds: need 0 or more, got {full_seeds}")
     shared = prepare(out_dir, data=data, preset=preset, ssl_seeds=ssl_seeds, progress=progress, **data_options)
-    cells = build_matrix(shared.preset, cold_starts=cold_starts, inits=inits, queries=queries)
+    cells = build_matrix(shared.preset, cold_starts=cold_starts, inits=inits, queries=queries, trains=trains)
     tasks = plan_tasks(cells, resolve_seeds(seeds, shared.preset), list(shared.encoders), run_seed=shared.run_seed,
                        full_seeds=full_seeds)
     pending = [t for t in tasks if not is_done(t, shared)]
@@ -251,12 +253,6 @@ def run_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | None
     if progress:
         _say(f"{len(rows)} result rows in {results} ({time.perf_counter() - started:.0f} s)")
     return results
-
-
-def _say(line: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(line, highlight=False)
 
 
 @contextmanager

@@ -146,16 +146,17 @@ def default_reference(results: Results) -> str | None:
     """The baseline everything is compared with: random cold start, preferring SSL init and random query.
 
     Preference order: cold_start "random" with init "ssl", then with init "scratch", then any random
-    cold start; within those, query "random", then "none", then the first in the table.
-    None when no cell has a random cold start.
+    cold start; within those, query "random", then "none", then the first in the table; supervised
+    training before semi-supervised. None when no cell has a random cold start.
     """
     candidates = [s for s in results.cells if results.meta(s)[0] == "random"]
     if not candidates:
         return None
 
-    def rank(s: str) -> tuple[int, int]:
-        _, init, query = results.meta(s)
-        return ({"ssl": 0, "scratch": 1}.get(init, 2), {"random": 0, "none": 1}.get(query, 2))
+    def rank(s: str) -> tuple[int, int, int]:
+        _, init, query, train = results.meta(s)
+        return ({"ssl": 0, "scratch": 1}.get(init, 2), {"random": 0, "none": 1}.get(query, 2),
+                train != "supervised")
 
     return min(candidates, key=rank)  # min is stable: ties keep table order
 

@@ -100,7 +100,7 @@ class Shared:
 
 def loop_config(task: Task, shared: Shared) -> LoopConfig:
     """The active-learning loop settings of one task (the full reference labels the whole pool at once)."""
-    options: dict[str, Any] = dict(seed=task.seed, init=task.cell.init)
+    options: dict[str, Any] = dict(seed=task.seed, init=task.cell.init, train=task.cell.train)
     if task.cell.is_full:
         options.update(budgets=(len(shared.pool),), cold_start="random", query="random")
     else:

@@ -46,16 +46,17 @@ def _per_sample(flag: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.T
     return torch.where(flag.view(-1, *([1] * (a.ndim - 1))), a, b)
 
 
-def dihedral(images: torch.Tensor, masks: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply one of the 8 square symmetries per sample; ``u`` is ``(B, 3)`` uniforms in [0, 1)."""
+def dihedral_images(images: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One of the 8 square symmetries per sample of a ``(B, ..., S, S)`` batch; ``u`` is ``(B, 3)`` uniforms."""
     transpose, hflip, vflip = (u[:, k] < 0.5 for k in range(3))
     images = _per_sample(transpose, images.transpose(-1, -2), images)
-    masks = _per_sample(transpose, masks.transpose(-1, -2), masks)
     images = _per_sample(hflip, images.flip(-1), images)
-    masks = _per_sample(hflip, masks.flip(-1), masks)
-    images = _per_sample(vflip, images.flip(-2), images)
-    masks = _per_sample(vflip, masks.flip(-2), masks)
-    return images, masks
+    return _per_sample(vflip, images.flip(-2), images)
+
+
+def dihedral(images: torch.Tensor, masks: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same symmetry per sample (:func:`dihedral_images`) applied to images and their masks."""
+    return dihedral_images(images, u), dihedral_images(masks, u)
 
 
 def small_affine(images: torch.Tensor, masks: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,13 @@ random state is untouched. On the CPU the same seed gives bit-identical weights.
 
 The labeled set lives on the device as one uint8 tensor; a step indexes it with
 a precomputed row of indices, so there is no per-sample Python work.
+
+Modes (``train``): ``supervised`` learns from the labeled images alone;
+``semi`` adds, at every step, a batch of unlabeled pool images and the
+pseudo-label loss of :mod:`saal.segmentation.semi` (FixMatch for segmentation),
+weighted by ``unlabeled_weight``. The step count is the same in both modes, so a
+semi-supervised step costs one extra forward pass without gradient and a
+forward/backward pass over twice the batch.
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ from ..config import Preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..models.unet import TRANSFER_MODES, UNet, UNetConfig, transfer_weights
-from ..progress import StepProgress
+from ..progress import StepProgress, say
 from ..runtime import MixedPrecision, resolve_device, spawn_seeds
 from .augment import augment_batch, check_policy
 from .losses import LOSSES, make_loss
+from .semi import masked_cross_entropy, strong_view_and_targets
 
 INIT_MODES = (*TRANSFER_MODES, "full")
 LR_SCHEDULES = ("constant", "cosine")
+#: Training modes: the labeled images alone, or with pseudo-labels on the unlabeled pool too.
+TRAIN_MODES = ("supervised", "semi")
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,10 @@ class SegConfig:
     dropout: float = 0.1
     in_channels: int = 1
     transfer: str = "all-but-head"  # how ``init_state`` is loaded; see :data:`INIT_MODES`
+    train: str = "supervised"  # see :data:`TRAIN_MODES`; the fields below apply to ``semi``
+    unlabeled_batch: int = 16
+    confidence: float = 0.95  # pseudo-labels kept where the softmax reaches this (FixMatch's threshold)
+    unlabeled_weight: float = 1.0
     device: str = "auto"
     amp: bool = True  # mixed precision, used on CUDA only
     channels_last: bool = True  # NHWC activations: ~25 % less CPU time per step at 64 px, width 16
@@ -74,6 +88,7 @@ class SegConfig:
             steps=preset.seg_steps, epochs=preset.seg_epochs, batch_size=preset.seg_batch, lr=preset.seg_lr,
             lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss, augment=preset.seg_augment,
             base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.grayscale else 3,
+            train=preset.seg_train,
         )
         return cls(**{**base, **overrides}).validated()
 
@@ -98,6 +113,14 @@ class SegConfig:
             raise SaalError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.transfer not in INIT_MODES:
             raise SaalError(f"unknown transfer mode {self.transfer!r}; choose one of {', '.join(INIT_MODES)}")
+        if self.train not in TRAIN_MODES:
+            raise SaalError(f"unknown training mode {self.train!r}; choose one of {', '.join(TRAIN_MODES)}")
+        if self.unlabeled_batch < 1:
+            raise SaalError(f"unlabeled batch size must be at least 1, got {self.unlabeled_batch}")
+        if not 0 < self.confidence < 1:
+            raise SaalError(f"pseudo-label confidence must be in (0, 1), got {self.confidence}")
+        if self.unlabeled_weight < 0:
+            raise SaalError(f"unlabeled loss weight must be >= 0, got {self.unlabeled_weight}")
         check_policy(self.augment)
         return self
 
@@ -128,6 +151,8 @@ class TrainLog:
     loaded: int  # tensors copied from ``init_state``
     device: str
     config: dict = field(default_factory=dict)
+    train: str = "supervised"  # the mode that ran: ``semi`` falls back to supervised without unlabeled images
+    unlabeled_losses: list[float] = field(default_factory=list)  # per step, ``semi`` only
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,10 +192,14 @@ def load_initial_weights(model: UNet, state: Mapping[str, torch.Tensor], mode: s
         raise SaalError(f"initial weights ({mode}): {exc}") from None
 
 
-def train_segmentation(labeled: LesionData, config: SegConfig, *, init_state: Mapping[str, torch.Tensor] | None = None,
-                       transfer: str | None = None, seed: int = 0, progress: bool = True) -> tuple[UNet, TrainLog]:
+def train_segmentation(labeled: LesionData, config: SegConfig, *, unlabeled: LesionData | None = None,
+                       init_state: Mapping[str, torch.Tensor] | None = None, transfer: str | None = None,
+                       seed: int = 0, progress: bool = True) -> tuple[UNet, TrainLog]:
     """Train a segmentation U-Net on ``labeled`` and return it (eval mode) with its log.
 
+    ``unlabeled``: images without labels for ``config.train == "semi"`` (the pool minus the
+    labeled set; never test images); their masks, if any, are not read. Semi-supervised training
+    without unlabeled images falls back to supervised training and says so in one line.
     ``init_state`` is a state dict to start from (self-supervised weights, or a
     previous round's model); ``transfer`` (default ``config.transfer``) says
     which part of it to load: ``all-but-head``, ``encoder``, ``none`` (random
@@ -187,29 +216,63 @@ def train_segmentation(labeled: LesionData, config: SegConfig, *, init_state: Ma
     if labeled.channels != config.in_channels:
         raise SaalError(f"the labeled images have {labeled.channels} channel(s), the network expects "
                         f"{config.in_channels} (grayscale option?)")
+    if config.train == "semi" and (unlabeled is None or len(unlabeled) == 0):
+        say(f"semi-supervised training: no unlabeled images left, training supervised on the {len(labeled)} "
+            "labeled images")
+        unlabeled = None
+    elif config.train == "supervised":
+        unlabeled = None
+    if unlabeled is not None and (unlabeled.channels, unlabeled.image_size) != (labeled.channels, labeled.image_size):
+        raise SaalError(f"the unlabeled images ({unlabeled.channels} channel(s), {unlabeled.image_size} px) differ "
+                        f"from the labeled ones ({labeled.channels}, {labeled.image_size} px)")
     device = resolve_device(config.device)
     steps = config.total_steps(len(labeled))
-    init_seed, sampler_seed, augment_seed = spawn_seeds(seed, 3)
+    init_seed, sampler_seed, augment_seed, unlabeled_sampler_seed, semi_seed = spawn_seeds(seed, 5)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(init_seed)
         model = UNet(config.unet_config())
         loaded = [] if init_state is None else load_initial_weights(model, init_state, config.transfer)
         loss_fn = make_loss(config.loss)  # before the clock: the first call imports MONAI
         started = time.perf_counter()
-        losses = _fit(model, loss_fn, labeled, config, steps, device, sampler_seed, augment_seed, progress)
+        semi = None if unlabeled is None else _SemiStream(unlabeled, config, steps, device, unlabeled_sampler_seed,
+                                                          semi_seed)
+        losses, unlabeled_losses = _fit(model, loss_fn, labeled, config, steps, device, sampler_seed, augment_seed,
+                                        semi, progress)
         wall = time.perf_counter() - started
     model.eval()
     log = TrainLog(losses=losses, steps=steps, images_seen=steps * config.batch_size, wall_s=wall, seed=seed,
-                   transfer=config.transfer, loaded=len(loaded), device=str(device), config=config.to_dict())
+                   transfer=config.transfer, loaded=len(loaded), device=str(device), config=config.to_dict(),
+                   train="semi" if semi is not None else "supervised", unlabeled_losses=unlabeled_losses)
     return model, log
 
 
+class _SemiStream:
+    """The unlabeled images on the device and their batch schedule: what a semi-supervised step draws from."""
+
+    def __init__(self, unlabeled: LesionData, config: SegConfig, steps: int, device: torch.device,
+                 sampler_seed: int, augment_seed: int):
+        self.images = _images_on(unlabeled, device)  # images only: the unlabeled masks never reach the device
+        self.schedule = batch_schedule(len(unlabeled), steps, config.unlabeled_batch,
+                                       torch.Generator().manual_seed(sampler_seed)).to(device)
+        self.generator = torch.Generator().manual_seed(augment_seed)
+        self.confidence, self.weight = config.confidence, config.unlabeled_weight
+
+    def batch(self, step: int) -> torch.Tensor:
+        return self.images[self.schedule[step]].float().div_(255.0)
+
+
+def _images_on(data: LesionData, device: torch.device) -> torch.Tensor:
+    """``(N, C, S, S)`` uint8 images of ``data`` on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(data.images)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
 def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: SegConfig, steps: int,
-         device: torch.device, sampler_seed: int, augment_seed: int, progress: bool) -> list[float]:
-    """The optimisation loop; returns the loss of every step."""
+         device: torch.device, sampler_seed: int, augment_seed: int, semi: _SemiStream | None,
+         progress: bool) -> tuple[list[float], list[float]]:
+    """The optimisation loop; returns the loss of every step, and its unlabeled part in ``semi`` mode."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format).train()
-    images = torch.from_numpy(np.ascontiguousarray(labeled.images)).permute(0, 3, 1, 2).contiguous().to(device)
+    images = _images_on(labeled, device)
     masks = torch.from_numpy(np.ascontiguousarray(labeled.masks)).to(device).long()
     schedule = batch_schedule(len(labeled), steps, config.batch_size,
                               torch.Generator().manual_seed(sampler_seed)).to(device)
@@ -218,16 +281,27 @@ def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: Seg
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
                  if config.lr_schedule == "cosine" else None)
     precision = MixedPrecision.for_device(device, config.amp)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with precision.autocast(device):
+            return model(x.contiguous(memory_format=memory_format))
+
     losses = torch.zeros(steps, device=device)
+    unlabeled_losses = torch.zeros(steps if semi is not None else 0, device=device)
     report_every = max(1, steps // 50)
-    with StepProgress("segmentation", steps, enabled=progress, transient=True) as bar:
+    label = "segmentation" if semi is None else "segmentation (semi-supervised)"
+    with StepProgress(label, steps, enabled=progress, transient=True) as bar:
         for step in range(steps):
             index = schedule[step]
             x, y = augment_batch(images[index].float().div_(255.0), masks[index], augment_generator, config.augment)
-            x = x.contiguous(memory_format=memory_format)
-            with precision.autocast(device):
-                logits = model(x)
-            loss = loss_fn(logits, y)
+            if semi is None:
+                loss = loss_fn(forward(x), y)
+            else:
+                strong, targets = strong_view_and_targets(forward, semi.batch(step), semi.generator, semi.confidence)
+                logits = forward(torch.cat([x, strong]))  # one batch: BatchNorm sees labeled and unlabeled together
+                unlabeled_loss = masked_cross_entropy(logits[len(x):], targets)
+                loss = loss_fn(logits[: len(x)], y) + semi.weight * unlabeled_loss
+                unlabeled_losses[step] = unlabeled_loss.detach()
             optimizer.zero_grad(set_to_none=True)
             precision.step(loss, optimizer)
             if scheduler is not None:
@@ -239,4 +313,4 @@ def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: Seg
                     raise SaalError(f"segmentation training diverged (loss {current} at step {step + 1}); "
                                     f"lower the learning rate (now {config.lr})")
                 bar.update(completed=step + 1, loss=current)
-    return losses.cpu().tolist()
+    return losses.cpu().tolist(), unlabeled_losses.cpu().tolist()
