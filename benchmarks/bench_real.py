@@ -19,6 +19,9 @@ Parts (``--parts``), each a set of cells added to the same experiment folder:
 * ``init``: random and ``--cold-start`` (default: saal's default) from scratch, against their SSL twins;
 * ``query``: ``--cold-start`` with SSL initialisation followed by each query of ``--queries``, and random picks
   throughout (random cold start, random queries): the baseline of the whole pipeline.
+* ``train``: random picks throughout and ``--cold-start`` with ``--query``, each trained supervised and
+  semi-supervised (:mod:`saal.segmentation.semi`), paired by replicate. Not part of the default ``--parts``
+  (semi-supervised rounds take about twice as long); ask for it by name.
 
 It prints, per set: Dice (and HD95) per cell and budget as mean ± std (worst replicate); every cold start minus
 random (same init and query), every SSL cell minus its scratch twin and every query minus random queries,
@@ -53,7 +56,7 @@ HERE = Path(__file__).resolve()
 DEFAULT_DATA_ROOT = HERE.parents[2] / "shared" / "data"
 COLD_STARTS = ("random", "saal", "typiclust", "probcover", "kcenter")
 SETS = ("isic", "ph2")
-PARTS = ("cold-start", "init", "query")
+PARTS = ("cold-start", "init", "query", "train")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -142,6 +145,8 @@ def run_part(args, part: str, folder: Path, data: Path, preset) -> None:
                      queries=args.query),
         "query": dict(cold_starts=args.cold_start, inits="ssl", queries=args.queries),
         "baseline": dict(cold_starts="random", inits="ssl", queries="random"),
+        "train": dict(cold_starts=args.cold_start, inits="ssl", queries=args.query, trains="supervised,semi"),
+        "train-baseline": dict(cold_starts="random", inits="ssl", queries="random", trains="supervised,semi"),
     }[part]
     started = time.perf_counter()
     run_experiment(folder, data=data, preset=preset, seeds=args.seeds, ssl_seeds=args.ssl_seeds, full_seeds=1,
@@ -314,7 +319,8 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-real"))
     ap.add_argument("--sets", default="isic,ph2", help="isic, ph2 or both (comma-separated)")
-    ap.add_argument("--parts", default=",".join(PARTS), help="cold-start, init, query (comma-separated)")
+    ap.add_argument("--parts", default="cold-start,init,query",
+                    help="cold-start, init, query, train (comma-separated)")
     ap.add_argument("--size", type=int, default=64, help="image side in pixels (64; 128 as an option)")
     ap.add_argument("--seeds", type=int, default=10, help="selection/training seeds per pretraining run")
     ap.add_argument("--ssl-seeds", type=int, default=3, help="pretraining runs")
@@ -361,6 +367,8 @@ def main() -> None:
         for part in [p for p in args.parts.split(",") if p]:
             if part not in PARTS:
                 sys.exit(f"bench_real: unknown part {part!r}; choose from {', '.join(PARTS)}")
+            if part == "train":
+                run_part(args, "train-baseline", folder, data, preset)
             run_part(args, part, folder, data, preset)
             if part == "query":
                 run_part(args, "baseline", folder, data, preset)

@@ -64,4 +64,4 @@ def say(line: str) -> None:
     """Print one message line to stderr (outside any bar): a notice the user should see, not a result."""
     from rich.console import Console
 
-    Console(stderr=True).print(line, highlight=False)
+    Console(stderr=True).print(line, highlight=False, soft_wrap=True)  # one line, whatever the width

@@ -79,9 +79,9 @@ def experiment(
     if split not in ("random", "official"):
         raise SaalError(f"--split: choose random or official, got {split!r}")
     results_csv = run_experiment(out, data=data, preset=preset, seeds=seeds, cold_starts=cold_starts, inits=inits,
-                                 queries=queries, trains=train, ssl_seeds=ssl_seeds, full_seeds=full_seeds, workers=workers,
-                                 progress=not no_progress, split_mode=split, skip_bad=skip_bad, seed=seed,
-                                 settings={"ssl_objective": objective})
+                                 queries=queries, trains=train, ssl_seeds=ssl_seeds, full_seeds=full_seeds,
+                                 workers=workers, progress=not no_progress, split_mode=split, skip_bad=skip_bad,
+                                 seed=seed, settings={"ssl_objective": objective})
     results = load_results(results_csv)
     smallest = min(results.budgets)
     typer.echo(f"Dice at {smallest} labeled images (mean ± std over replicates, worst one):")

@@ -31,6 +31,10 @@ QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, 
               "cluster). Default: the preset's (cold-start-rule for demo and cpu, representative for paper; "
               "measured in docs/experiments.md).")
 
+TRAIN_HELP = ("supervised (the labeled images alone) or semi (plus pseudo-labels on the pool's unlabeled images, "
+              "FixMatch-style; about twice the time per round). Default: the preset's (supervised; measured in "
+              "docs/experiments.md).")
+
 annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
 
 
@@ -117,6 +121,7 @@ def train_cmd(
     finetune: str = typer.Option("restart", "--finetune",
                                  help="restart from the init weights, or continue from the previous model."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default: the preset's)."),
+    train: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train the segmentation U-Net on every image labeled so far and evaluate it on the test split.
@@ -127,7 +132,7 @@ def train_cmd(
     from ..pipeline import train_model
 
     ws = _workspace(run, None, None, None, quiet=quiet, create=False)
-    rec = train_model(ws, init=init, finetune=finetune, steps=steps, progress=not quiet)
+    rec = train_model(ws, init=init, finetune=finetune, steps=steps, train=train, progress=not quiet)
     score = f"test Dice {100 * rec['dice']:.1f}, IoU {100 * rec['iou']:.1f}" if "dice" in rec else "no test set"
     typer.echo(f"round {rec['round']}: trained on {rec['n_labeled']} labeled images in "
                f"{rec['train_seconds']:.0f} s; {score}")
@@ -184,6 +189,7 @@ def run_cmd(
     cold_start: Optional[str] = typer.Option(None, "--cold-start", help=COLD_START_HELP),
     query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
     init: Optional[str] = typer.Option(None, "--init", help=INIT_HELP),
+    train: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
     objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -200,8 +206,8 @@ def run_cmd(
 
     t0 = time.perf_counter()
     ws = _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective)
-    typer.echo(describe_run(ws, cold_start=cold_start, query=query, init=init))
-    result = run_all(ws, cold_start=cold_start, query=query, init=init, progress=not quiet)
+    typer.echo(describe_run(ws, cold_start=cold_start, query=query, init=init, train=train))
+    result = run_all(ws, cold_start=cold_start, query=query, init=init, train=train, progress=not quiet)
     for r in result.rounds:
         typer.echo(f"round {r['round']}: {r['n_labeled']:>5} labeled  Dice {100 * r['dice']:.1f}  "
                    f"IoU {100 * r['iou']:.1f}  HD95 {r['hd95']:.1f} px")

@@ -31,8 +31,8 @@ from ..io import read_csv
 #: The cell name of the full-supervision rows (the whole pool labeled).
 FULL_SUPERVISION = "full"
 #: The columns of ``results.csv``, in order.
-COLUMNS = ("cold_start", "init", "query", "train", "cell", "ssl_seed", "seed", "round", "n_labeled", "dice", "iou", "hd95",
-           "assd", "train_seconds")
+COLUMNS = ("cold_start", "init", "query", "train", "cell", "ssl_seed", "seed", "round", "n_labeled", "dice", "iou",
+           "hd95", "assd", "train_seconds")
 #: Columns every results table must have.
 REQUIRED_COLUMNS = ("cold_start", "init", "query", "cell", "seed", "round", "n_labeled", "dice")
 #: Numeric columns that may be missing or empty (read as NaN): HD95 is undefined for an empty prediction.

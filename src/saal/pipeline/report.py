@@ -96,7 +96,8 @@ def write_run_report(ws: Workspace, config: LoopConfig) -> Path | None:
     source = "embedded synthetic data" if ws.source == EMBEDDED else ws.source
     facts = (f"{ws.run_dir} · {source} · {len(ws.pool)} pool / {len(ws.test)} test images at "
              f"{ws.preset.image_size} px{' gray' if ws.preset.grayscale else ''} · preset {ws.preset.name} · "
-             f"seed {ws.seed} · cold start {config.cold_start} · query {config.query} · init {config.init}")
+             f"seed {ws.seed} · cold start {config.cold_start} · query {config.query} · init {config.init} · "
+             f"{config.seg.train} training")
     curve = loop.file("learning_curve.png")
     top = ['<div class="row">']
     if curve.is_file():

@@ -36,10 +36,11 @@ def run_loop_config(ws: Workspace, **options: Any) -> LoopConfig:
 
 
 def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "restart", steps: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                train: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train on every image labeled so far, evaluate on the test split (when it has masks), record the round.
 
-    ``init`` (default: the preset's) says where the network starts: ``ssl`` or ``scratch``.
+    ``init`` (default: the preset's) says where the network starts: ``ssl`` or ``scratch``; ``train``
+    (default: the preset's) whether the pool's unlabeled images join in: ``supervised`` or ``semi``.
     """
     init = init or ws.preset.init
     loop = loop_dir(ws)
@@ -49,7 +50,7 @@ def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "rest
                         "'saal annotate import DIR' adds the masks")
     round = max(active.round_of(k) or 0 for k in active.labeled_ids)
     config = run_loop_config(ws, budgets=(active.n_labeled,), steps=steps, cold_start=plan_cold_start(ws),
-                             query=_last_query(loop), init=init, finetune=finetune)
+                             query=_last_query(loop), init=init, finetune=finetune, train=train)
     _, record = train_and_evaluate(loop, active, ws.pool, ws.test, config=config, round=round,
                                    ssl_state=ssl_state(ws, init, progress=progress), progress=progress)
     plot_curve(loop, title=f"{config.cold_start} cold start, {init} init: Dice after each round")

@@ -23,7 +23,7 @@ class RunResult:
 
 
 def describe_run(ws: Workspace, *, cold_start: str | None = None, query: str | None = None,
-                 init: str | None = None) -> str:
+                 init: str | None = None, train: str | None = None) -> str:
     """One line that says what a run will do: how many images the pool and test split hold, and the method.
 
     The pool is the user's whole folder minus the test split; printing its size first means nobody has to
@@ -33,14 +33,14 @@ def describe_run(ws: Workspace, *, cold_start: str | None = None, query: str | N
     test = len(ws.test) if ws.test is not None else 0
     return (f"pool: {len(ws.pool)} images to choose from, test: {test} ({p.name} preset, {p.image_size} px; "
             f"{p.ssl_objective} pretraining, {cold_start or p.cold_start} cold start, {init or p.init} init, "
-            f"{query or p.query} queries)")
+            f"{query or p.query} queries, {train or p.seg_train} training)")
 
 
 def run_all(ws: Workspace, *, cold_start: str | None = None, query: str | None = None, init: str | None = None,
-            finetune: str = "restart", progress: bool = True) -> RunResult:
+            train: str | None = None, finetune: str = "restart", progress: bool = True) -> RunResult:
     """Pretrain -> select -> train -> active-learning rounds -> evaluate -> report, on the data's masks.
 
-    The budgets, and the cold start, query and init left None, are the preset's; the cold start is
+    The budgets, and the cold start, query, init and training mode left None, are the preset's; the cold start is
     written to ``selection.csv`` first and the loop reads it, as a human team would.
     """
     cold_start, init = cold_start or ws.preset.cold_start, init or ws.preset.init
@@ -51,7 +51,8 @@ def run_all(ws: Workspace, *, cold_start: str | None = None, query: str | None =
     if not budgets:
         raise SaalError(f"the pool of {len(ws.pool)} images is smaller than the first budget {ws.preset.budgets[0]}")
     selected = select_images(ws, budgets[0], cold_start=cold_start, progress=progress)
-    config = run_loop_config(ws, budgets=budgets, cold_start=cold_start, query=query, init=init, finetune=finetune)
+    config = run_loop_config(ws, budgets=budgets, cold_start=cold_start, query=query, init=init, finetune=finetune,
+                             train=train)
     features = pool_features(ws, progress=progress)
     rounds = run_simulated(ws.path(ACTIVE_DIR), ws.pool, ws.test, config=config, features=features,
                            ssl_state=ssl_state(ws, init, progress=progress), plan=selected.ids, progress=progress)
