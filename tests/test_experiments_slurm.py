@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -15,9 +16,12 @@ from saal.cli import experiment_cmd
 from saal.config import get_preset
 from saal.errors import SaalError
 from saal.experiments.collect import DONE_FILE
+from saal.experiments.matrix import build_matrix
 from saal.experiments.runner import RUNS_LOG, run_experiment
-from saal.experiments.slurm import SLURM_DIR, SlurmOptions, parse_slurm_options, submit_experiment
-from saal.io import read_csv, read_jsonl
+from saal.experiments.slurm import (SLURM_DIR, SUBMISSIONS_LOG, SlurmOptions, free_locks_of_ended_jobs,
+                                    parse_slurm_options, submit_experiment)
+from saal.experiments.tasks import plan_tasks
+from saal.io import append_jsonl, read_csv, read_jsonl
 from saal.runtime import check_device, resolve_device, use_device
 
 # 2 cells x 2 seeds, no full-supervision reference: 4 tasks of a few optimisation steps on 32 px images.
@@ -147,3 +151,18 @@ def test_device_option_sets_what_auto_means(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(SaalError, match="--device cuda: torch sees no CUDA device"):
             use_device("cuda")
+
+
+
+def test_resubmission_frees_only_locks_of_jobs_slurm_ended_on_the_lock_holders_node(tmp_path):
+    tasks = plan_tasks(build_matrix(TINY, cold_starts="random", inits="ssl"), [0, 1, 2], [0], full_seeds=0)
+    append_jsonl(tmp_path / SLURM_DIR / SUBMISSIONS_LOG,
+                 [{"job": "task", "id": f"7_{i}", "task": t.label} for i, t in enumerate(tasks)])
+    for task in tasks:
+        path = task.lock_path(tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": 1, "host": "node1.cluster", "started": "", "time": 0.0}))
+    states = {"7_0": ("TIMEOUT", "node1"), "7_1": ("RUNNING", "node1"), "7_2": ("CANCELLED by 42", "node2")}
+    assert free_locks_of_ended_jobs(tmp_path, tasks, states.__getitem__) == [tasks[0].label]
+    # running: kept; ended, but the lock was taken on another node (a process that claimed the task since): kept
+    assert [t.lock_path(tmp_path).exists() for t in tasks] == [False, True, True]

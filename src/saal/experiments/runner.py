@@ -13,7 +13,8 @@ One experiment directory holds everything (see docs/experiments.md for the layou
    ``learning_curves.png`` and ``report.html`` (:mod:`saal.experiments.report`).
 
 Processes share nothing but the directory: launch the same command on several machines over a
-shared filesystem, or use ``workers`` for local processes. Each process claims free cells until none
+shared filesystem, use ``workers`` for local processes, or submit Slurm jobs (:mod:`.slurm`, which runs every
+task through :func:`claim_loop` and :func:`run_task` here). Each process claims free cells until none
 is left, then waits for cells other processes still hold, so every process ends with the complete
 table. Worker processes run one torch thread each: the tensors of a small U-Net do not spread over
 threads, so two single-threaded cells use two cores better than one two-threaded cell.

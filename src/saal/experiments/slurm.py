@@ -22,8 +22,9 @@ report; with that executor the command always waits.
 
 Resubmission submits only what is not done: the shared stage job (quick when its products exist) and the
 tasks without ``done.json``; nothing at all when every task is finished. A task job whose lock is held by
-another live process does not wait for it (a job killed on another node leaves a lock no process can prove
-stale): it fails, naming the holder, so that the lock file can be checked and deleted by hand.
+another live process does not wait for it (a job killed on another node leaves a lock no process there can
+prove stale): it fails, naming the holder. A resubmission asks Slurm (sacct) first and deletes the locks of
+task jobs it reports as ended (:func:`free_locks_of_ended_jobs`); any other lock is checked by hand.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..config import Preset
 from ..errors import SaalError
-from ..io import append_jsonl
+from ..io import append_jsonl, read_jsonl
 from ..runtime import check_device, use_device
 from .locks import FileLock
 from .runner import (ReportOutcome, check_matrix_options, claim_loop, is_done, open_experiment, plan_experiment,
@@ -228,6 +229,11 @@ def submit_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | N
         _say(progress, f"all {len(planned)} tasks are finished in {out_dir}: nothing to submit "
                        "('saal experiment --report-only' rewrites the report)")
         return submission
+    if options.cluster == "slurm":
+        freed = free_locks_of_ended_jobs(out_dir, pending, _sacct_state(out_dir / SLURM_DIR))
+        if freed:
+            _say(progress, f"deleted the locks of {len(freed)} tasks whose job Slurm ended ({', '.join(freed[:3])}"
+                           f"{', ...' if len(freed) > 3 else ''}); they are submitted again")
     held = [t.label for t in pending if FileLock(t.lock_path(out_dir)).holder() is not None]
     if held:
         _say(progress, f"{len(held)} unfinished tasks have a lock file ({', '.join(held[:3])}...): a job finding "
@@ -265,6 +271,49 @@ def submit_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | N
                                                   if j.exception() is not None]
         submission.outcome = _result(submission.report, "report")
     return submission
+
+
+#: sacct states of a job that has ended ("CANCELLED by <uid>" starts with CANCELLED).
+ENDED_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                "BOOT_FAIL", "DEADLINE")
+
+
+def free_locks_of_ended_jobs(out_dir: Path, pending: Iterable[Task],
+                             state_of: Callable[[str], tuple[str, str]]) -> list[str]:
+    """Delete the lock files that task jobs of earlier submissions left behind when Slurm ended them.
+
+    A job killed at its time limit, out of memory or with its node leaves its lock, which no process on
+    another host can prove stale. Here the scheduler can: a lock goes when the task's last submitted job
+    (``submissions.jsonl``) has ended according to ``state_of(job id) -> (state, node)`` *and* the lock was
+    taken on that job's node, so a lock of a process that claimed the task since (a local run elsewhere) stays.
+    Returns the labels of the tasks whose lock went.
+    """
+    last = {r["task"]: r["id"] for r in read_jsonl(out_dir / SLURM_DIR / SUBMISSIONS_LOG) if r.get("job") == "task"}
+    freed = []
+    for task in pending:
+        lock = FileLock(task.lock_path(out_dir))
+        holder = lock.holder()
+        if holder is None or task.label not in last:
+            continue
+        state, node = state_of(last[task.label])
+        if state.startswith(ENDED_STATES) and node.split(".")[0] == holder.host.split(".")[0]:
+            lock.path.unlink(missing_ok=True)
+            freed.append(task.label)
+    return freed
+
+
+def _sacct_state(folder: Path) -> Callable[[str], tuple[str, str]]:
+    """``job id -> (state, node)`` from sacct through submitit; ("UNKNOWN", "") where sacct cannot tell."""
+    submitit = _submitit()
+
+    def state_of(job_id: str) -> tuple[str, str]:
+        try:
+            info = submitit.SlurmJob(folder=folder, job_id=job_id).get_info(mode="force")
+        except Exception:  # no sacct, or no record of the job: keep the lock
+            return "UNKNOWN", ""
+        return str(info.get("State", "UNKNOWN")), str(info.get("NodeList", ""))
+
+    return state_of
 
 
 def _result(job, what: str) -> Any:
