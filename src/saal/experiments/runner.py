@@ -48,11 +48,16 @@ RUNS_LOG = "runs.jsonl"  # in each cell folder: one line per process start / fin
 _POLL_S = 2.0
 
 
+def check_out_dir(out_dir: Path) -> Path:
+    """``out_dir``, refused when it is a file (before a lock file is made inside it)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SaalError(f"--out {out_dir}: exists and is not a directory")
+    return out_dir
+
+
 def _open_checked(out_dir: Path, data: str | os.PathLike | None, preset: Preset | str | None, progress: bool,
                   **data_options: Any) -> Workspace:
     """The experiment's workspace, refused when it cannot hold an experiment (no masks, budgets over the pool)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SaalError(f"--out {out_dir}: exists and is not a directory")
     ws = open_workspace(out_dir, data=data, preset=preset, progress=progress, **data_options)
     if ws.test is None:
         raise SaalError(f"{ws.source}: the data has no masks; an experiment simulates the annotator with the "
@@ -72,7 +77,7 @@ def prepare(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None
     """
     if int(ssl_seeds) < 1:
         raise SaalError(f"--ssl-seeds: need at least 1 pretraining run, got {ssl_seeds}")
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(Path(out_dir))
 
     def waiting(owner: LockOwner) -> None:
         if progress:
@@ -96,7 +101,7 @@ def open_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | Non
     prepare lock, as :func:`prepare` does; an existing one is only read, so a submitter never waits for a
     pretraining job that holds the lock.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(Path(out_dir))
     if (out_dir / RUN_FILE).is_file():
         ws = _open_checked(out_dir, data, preset, progress, **data_options)
     else:

@@ -39,8 +39,8 @@ from ..errors import SaalError
 from ..io import append_jsonl, read_jsonl
 from ..runtime import check_device, use_device
 from .locks import FileLock
-from .runner import (ReportOutcome, check_matrix_options, claim_loop, is_done, open_experiment, plan_experiment,
-                     prepare, report_experiment)
+from .runner import (ReportOutcome, check_matrix_options, check_out_dir, claim_loop, is_done, open_experiment,
+                     plan_experiment, prepare, report_experiment)
 from .tasks import Task
 
 #: Where submitit writes its job scripts, pickles and logs, under the experiment directory.
@@ -218,7 +218,7 @@ def submit_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | N
         raise SaalError(f"--ssl-seeds: need at least 1 pretraining run, got {ssl_seeds}")
     check_matrix_options(preset, seeds=seeds, cold_starts=cold_starts, inits=inits, queries=queries,
                          full_seeds=full_seeds)
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(Path(out_dir))
     executor = _executor(out_dir / SLURM_DIR, options)  # first: no Slurm here fails before the data is read
     shared = open_experiment(out_dir, data=data, preset=preset, progress=progress, **data_options)
     matrix = dict(seeds=seeds, cold_starts=cold_starts, inits=inits, queries=queries, full_seeds=full_seeds)
