@@ -15,12 +15,44 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import SaalError
+
+
+#: Where ``auto`` runs when a command chose a device (``--device``); inherited by worker processes and jobs.
+DEVICE_ENV = "SAAL_DEVICE"
+DEVICES = ("auto", "cpu", "cuda")
+
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; anything else is passed to torch."""
+    """``auto`` is the device the command chose (:func:`use_device`), else CUDA when available, else CPU.
+
+    Anything else is passed to torch. Every stage's settings keep ``auto``, so the device is where a run
+    executes, not part of what it computes: a run started on a CPU may resume on a GPU.
+    """
+    if name == "auto":
+        name = os.environ.get(DEVICE_ENV, "auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is one of :data:`DEVICES` (a SaalError naming the choices otherwise)."""
+    if name not in DEVICES:
+        raise SaalError(f"--device: choose {', '.join(DEVICES)}, got {name!r}")
+    return name
+
+
+def use_device(name: str) -> str:
+    """Make ``auto`` mean ``name`` in this process and in the processes it starts (through :data:`DEVICE_ENV`).
+
+    ``cuda`` without a visible GPU is an error here rather than a torch traceback in the middle of a run.
+    """
+    if check_device(name) == "cuda" and not torch.cuda.is_available():
+        raise SaalError("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False); "
+                        "use --device cpu or auto")
+    os.environ[DEVICE_ENV] = name
+    return name
 
 
 def configure_threads(n: int | None = None) -> int:

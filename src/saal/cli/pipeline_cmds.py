@@ -34,6 +34,8 @@ QUERY_HELP = ("Query of the rounds after the cold start: random, entropy, bald, 
 TRAIN_HELP = ("supervised (the labeled images alone) or semi (plus pseudo-labels on the pool's unlabeled images, "
               "FixMatch-style; about twice the time per round). Default: the preset's (supervised; measured in "
               "docs/experiments.md).")
+DEVICE_HELP = ("Where to train: auto (CUDA when available, else CPU), cuda or cpu. Not recorded with the run: "
+               "a run may resume on another device.")
 
 annotate_app = typer.Typer(help="Bring annotators' masks back into the run.", no_args_is_help=True)
 
@@ -192,6 +194,7 @@ def run_cmd(
     train: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
     objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Everything: pretrain -> select -> train -> active-learning rounds -> evaluate -> report.
@@ -203,7 +206,9 @@ def run_cmd(
     import time
 
     from ..pipeline import describe_run, run_all
+    from ..runtime import use_device
 
+    use_device(device)
     t0 = time.perf_counter()
     ws = _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective)
     typer.echo(describe_run(ws, cold_start=cold_start, query=query, init=init, train=train))

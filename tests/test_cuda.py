@@ -1,0 +1,51 @@
+"""One segmentation and one self-supervised training step on CUDA with mixed precision (skipped without a GPU).
+
+``benchmarks/gpu_check.sh`` runs these first; every other test runs on the CPU, where autocast is off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from saal.data.dataset import LesionData
+from saal.runtime import MixedPrecision
+from saal.segmentation import SegConfig, train_segmentation
+from saal.ssl import PretrainConfig, pretrain
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def lesions(n: int, size: int = 32) -> LesionData:
+    """Dark discs on a noisy bright background."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(0.3 * size, 0.7 * size, (2, n, 1, 1))
+    masks = ((yy - cy) ** 2 + (xx - cx) ** 2 <= (0.2 * size) ** 2).astype(np.uint8)
+    images = 170 + rng.normal(0, 20, (n, size, size, 1)) - 90 * masks[..., None]
+    return LesionData(ids=[f"cuda{i}" for i in range(n)], images=np.clip(images, 0, 255).astype(np.uint8),
+                      masks=masks)
+
+
+def test_cuda_uses_mixed_precision():
+    precision = MixedPrecision.for_device(torch.device("cuda"))
+    assert precision.dtype in (torch.bfloat16, torch.float16)
+    assert (precision.scaler is None) == (precision.dtype == torch.bfloat16)
+
+
+def test_cuda_segmentation_step_has_a_finite_loss():
+    config = SegConfig(steps=2, batch_size=4, base_width=8, augment="flips", device="cuda", amp=True)
+    model, log = train_segmentation(lesions(8), config, progress=False)
+    assert log.device.startswith("cuda") and len(log.losses) == 2
+    assert all(math.isfinite(x) for x in log.losses)
+    assert next(model.parameters()).is_cuda
+
+
+def test_cuda_ssl_step_has_a_finite_loss(tmp_path):
+    config = PretrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, base_width=8, patience=0, n_samples=0)
+    result = pretrain(lesions(16), tmp_path, config=config, device="cuda", progress=False)
+    assert result.epochs_run == 1
+    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.history[0]["val_loss"])
