@@ -22,7 +22,7 @@ _HELP = "\n\n".join([
     "Parallel: --workers N runs N local processes; several 'saal experiment' commands (on other machines too) may "
     "share one OUT over a shared filesystem, each claiming free cells.",
     "Cluster: --launcher slurm submits the shared stage, one array job of the unfinished cells and a report job "
-    "through submitit (pip install 'saal[slurm]'); rerun it to submit only what is missing. --report-only writes "
+    "through submitit (pip install submitit); rerun it to submit only what is missing. --report-only writes "
     "the results and report from the finished cells without running anything. See docs/experiments.md, "
     "'Running on a Slurm cluster'.",
     "Example: saal experiment --out runs/exp --preset demo --seeds 5 --workers 2",
