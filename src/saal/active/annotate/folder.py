@@ -29,11 +29,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from ..data.dataset import LesionData
-from ..data.imageio import resize_mask
-from ..data.layouts import MASK_SUFFIXES, mask_id
-from ..errors import DataError, SaalError, name_some
-from ..io import atomic_write_text, read_csv, write_csv
+from ...data.dataset import LesionData
+from ...data.imageio import resize_mask
+from ...data.layouts import MASK_SUFFIXES, mask_id
+from ...errors import DataError, SaalError, name_some
+from ...io import atomic_write_text, read_csv, write_csv
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("rank", "image_id", "image_file", "original_path", "round", "width", "height")
