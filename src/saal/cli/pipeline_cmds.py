@@ -145,6 +145,17 @@ def query_cmd(
     k: Optional[int] = typer.Option(None, "--k", "-k", min=1,
                                     help="How many images (default: up to the preset's next budget)."),
     query: Optional[str] = typer.Option(None, "--query", help=QUERY_HELP),
+    format: str = typer.Option("folder", "--format",
+                               help="For which tool: folder (PNG masks in any editor), labelstudio (tasks.json "
+                                    "with the model's masks as pre-annotations), cvat (a 'Segmentation mask 1.1' "
+                                    "task package)."),
+    ls_root: Optional[Path] = typer.Option(None, "--ls-root",
+                                           help="labelstudio: the folder Label Studio serves local files from "
+                                                "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT); default: the run "
+                                                "directory."),
+    image_url: Optional[str] = typer.Option(None, "--image-url",
+                                            help="labelstudio: refer to the images as IMAGE_URL/<file name> (a web "
+                                                 "server or bucket you serve them from) instead of local files."),
     oracle: bool = typer.Option(False, "--oracle",
                                 help="Label the batch at once from the data's own masks (simulation)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -152,32 +163,46 @@ def query_cmd(
     """Choose the next images to annotate and export them to RUN/annotate/round_N/ for annotators.
 
     The first batch is the cold-start selection (saal select); later batches need a model trained on the
-    current labeled set (saal train). The folder holds the images, manifest.csv, a README for annotators and
-    an empty masks/ folder: draw one binary PNG per image there (<id>_segmentation.png, the image's size),
-    then run 'saal annotate import FOLDER'.
+    current labeled set (saal train), whose masks come along as pre-annotations (predictions/, and inside the
+    Label Studio or CVAT files) with a per-image uncertainty that orders manifest.csv. The folder holds the
+    images, manifest.csv, a README for annotators and an empty masks/ folder: draw one binary PNG per image
+    there (<id>_segmentation.png, the image's size) and run 'saal annotate import FOLDER', or import the
+    tool's export: 'saal annotate import EXPORT.json' (Label Studio) or 'saal annotate import EXPORT.zip' (CVAT).
+    docs/annotation.md walks through each tool.
     """
+    from ..active.annotate import FORMATS
     from ..pipeline import query_next
 
+    if format not in FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
     ws = _workspace(run, None, None, None, quiet=quiet, create=False)
-    result = query_next(ws, k=k, query=query, oracle=oracle, progress=not quiet)
+    result = query_next(ws, k=k, query=query, oracle=oracle, format=format, document_root=ls_root,
+                        image_url=image_url, progress=not quiet)
     where = "labeled from the data's masks" if result.batch_dir is None else f"exported to {result.batch_dir}"
     typer.echo(f"round {result.round}: {len(result.ids)} images {where}")
 
 
 def annotate_import_cmd(
-    batch: Path = typer.Argument(..., metavar="DIR", help="An annotation folder written by 'saal query'."),
+    source: Path = typer.Argument(..., metavar="SOURCE",
+                                  help="The annotation folder written by 'saal query' (masks in its masks/), or an "
+                                       "export of its tasks: Label Studio JSON (.json) or CVAT 'Segmentation "
+                                       "mask 1.1' (.zip or its unpacked folder)."),
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    batch: Optional[Path] = typer.Option(None, "--batch",
+                                         help="With an export: the batch folder it belongs to (default: the "
+                                              "batch the run waits for)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No messages besides the result."),
 ) -> None:
     """Check the annotators' masks (one per image, binary, the image's size) and add them to the labeled set.
 
-    Nothing is recorded unless every mask passes; importing the same folder twice adds nothing.
+    Masks come from the batch's masks/ folder or from a Label Studio / CVAT export, matched to the images by
+    their ids. Nothing is recorded unless every mask passes; importing the same batch twice adds nothing.
     """
     from ..pipeline import import_annotations
 
     ws = _workspace(run, None, None, None, quiet=quiet, create=False)
-    added = import_annotations(ws, batch)
-    typer.echo(f"imported {len(added)} masks from {batch}" if added else f"{batch}: already imported, nothing new")
+    added = import_annotations(ws, source, batch=batch)
+    typer.echo(f"imported {len(added)} masks from {source}" if added else f"{source}: already imported, nothing new")
 
 
 annotate_app.command("import", help=help_text(annotate_import_cmd.__doc__))(annotate_import_cmd)

@@ -1,14 +1,22 @@
-"""Real annotators in the loop: export a batch of queried images, import their masks.
+"""The annotation batch folder: every export format starts from it, every import checks against its manifest.
 
 An exported batch is a self-contained folder an annotator can open with any
 tool::
 
     <batch>/
       README.txt        what to do, in plain words
-      manifest.csv      rank, image_id, image_file, original_path, round, width, height
+      manifest.csv      rank, image_id, image_file, original_path, round, width, height, uncertainty
       images/<id>.<ext> the original file copied (or a PNG of the preprocessed image
                         when the original is not on disk)
+      predictions/      the current model's proposal per image (<id>.png, white lesion), when a
+                        model exists: copy one into masks/ and correct it rather than draw from scratch
       masks/            empty: the annotator saves one PNG mask per image here
+      labelstudio/      with format "labelstudio": tasks.json (+ pre-annotations), label_config.xml
+      cvat/             with format "cvat": the CVAT task package (+ pre-annotations)
+
+``rank`` is the query's order (1 = chosen first); with a model the rows are
+sorted by ``uncertainty`` (the model's mean pixel entropy in bits, most
+uncertain first), otherwise by rank.
 
 Masks come back at the size of the exported image (the original resolution),
 white lesion on black; :func:`import_masks` checks every file before any mask
@@ -24,7 +32,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,9 +42,15 @@ from ...data.imageio import resize_mask
 from ...data.layouts import MASK_SUFFIXES, mask_id
 from ...errors import DataError, SaalError, name_some
 from ...io import atomic_write_text, read_csv, write_csv
+from .preannotate import Preannotations
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("rank", "image_id", "image_file", "original_path", "round", "width", "height")
+#: The columns every manifest has (``uncertainty`` came later: older batches lack it).
+REQUIRED_FIELDS = ("rank", "image_id", "image_file", "original_path", "round", "width", "height")
+MANIFEST_FIELDS = REQUIRED_FIELDS + ("uncertainty",)
+PREDICTIONS = "predictions"
+#: Writes a tool's files into a batch being built: ``writer(batch_dir, manifest_rows, preannotations)``.
+FormatWriter = Callable[[Path, Sequence[Mapping[str, Any]], "Preannotations | None"], None]
 #: The mask file names an annotator may use, for an image with id ``<id>`` (the data loader accepts the same).
 ACCEPTED_NAMES = ", ".join(["<id>.png"] + [f"<id>{suffix}.png" for suffix in MASK_SUFFIXES])
 
@@ -61,6 +75,16 @@ What to do
    (in Python: saal.active.annotate.import_batch("{folder}", image_size={size})).
    saal checks every mask (name, size, black/white values) and tells you which
    file to fix before anything is trained.
+{predictions}"""
+
+_PREDICTIONS_README = """
+The model's proposals
+---------------------
+predictions/ holds the current model's mask for each image (same name as the
+image, .png). Correcting a proposal is faster than drawing: copy it into
+masks/ as <id>_segmentation.png and fix the outline. manifest.csv lists the
+images the model is least sure about first (column uncertainty: 0 = sure,
+1 = a coin toss on every pixel).
 """
 
 
@@ -76,7 +100,7 @@ def _same_batch(out_dir: Path, ids: Sequence[str], round: int) -> bool:
         rows = read_csv(out_dir / MANIFEST)
     except (OSError, UnicodeDecodeError):
         return False
-    return [r.get("image_id") for r in rows] == list(ids) and all(r.get("round") == str(round) for r in rows)
+    return sorted(r.get("image_id") for r in rows) == sorted(ids) and all(r.get("round") == str(round) for r in rows)
 
 
 def _image_entry(src: str, stem: str, image: np.ndarray, dest: Path) -> tuple[str, int, int]:
@@ -97,13 +121,17 @@ def _image_entry(src: str, stem: str, image: np.ndarray, dest: Path) -> tuple[st
     return name, image.shape[1], image.shape[0]
 
 
-def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionData, round: int) -> Path:
+def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionData, round: int, *,
+                 preannotations: Preannotations | None = None, writers: Sequence[FormatWriter] = ()) -> Path:
     """Write the queried ``ids`` (in rank order) as an annotation batch folder; returns it.
 
-    The folder appears complete or not at all (built beside it, then renamed).
-    Exporting the same ids and round again is a no-op that keeps any masks
-    already drawn; any other existing content is refused, as is a folder inside
-    the data folder of the images.
+    With ``preannotations`` (the current model's predictions of ``ids``) the
+    folder gets ``predictions/`` and the manifest an uncertainty per image,
+    most uncertain first. Each of ``writers`` adds one annotation tool's files
+    (:mod:`.labelstudio`, :mod:`.cvat`). The folder appears complete or not at
+    all (built beside it, then renamed). Exporting the same ids and round again
+    is a no-op that keeps any masks already drawn; any other existing content is
+    refused, as is a folder inside the data folder of the images.
     """
     out_dir = Path(out_dir)
     ids = [str(i) for i in ids]
@@ -115,6 +143,8 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
     unknown = [k for k in ids if k not in pos]
     if unknown:
         raise SaalError(f"cannot export ids that are not in the dataset: {name_some(unknown)}")
+    if preannotations is not None and not set(ids) <= set(preannotations.uncertainty):
+        raise SaalError("the pre-annotations do not cover every image of the batch")
     index = [pos[k] for k in ids]
     target = out_dir.resolve()
     for i in index:
@@ -136,10 +166,18 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
         for rank, (image_id, i) in enumerate(zip(ids, index), start=1):
             name, width, height = _image_entry(data.sources[i], image_id, data.images[i], tmp / "images")
             rows.append({"rank": rank, "image_id": image_id, "image_file": f"images/{name}",
-                         "original_path": data.sources[i], "round": round, "width": width, "height": height})
+                         "original_path": data.sources[i], "round": round, "width": width, "height": height,
+                         "uncertainty": "" if preannotations is None
+                         else f"{preannotations.uncertainty[image_id]:.4f}"})
+        if preannotations is not None:
+            rows.sort(key=lambda r: -preannotations.uncertainty[r["image_id"]])  # stable: ties keep rank order
+            _write_predictions(tmp / PREDICTIONS, rows, preannotations)
         write_csv(tmp / MANIFEST, rows, MANIFEST_FIELDS)
-        atomic_write_text(tmp / "README.txt", _README.format(round=round, n=len(ids), folder=out_dir,
-                                                            size=data.image_size))
+        atomic_write_text(tmp / "README.txt", _README.format(
+            round=round, n=len(ids), folder=out_dir, size=data.image_size,
+            predictions="" if preannotations is None else _PREDICTIONS_README))
+        for write in writers:
+            write(tmp, rows, preannotations)
         if out_dir.is_dir():
             out_dir.rmdir()  # empty (checked above): rename cannot replace a folder on every OS
         os.replace(tmp, out_dir)
@@ -147,6 +185,14 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _write_predictions(folder: Path, rows: Sequence[Mapping[str, Any]], preannotations: Preannotations) -> None:
+    """One white-on-black PNG per image at the image's own size: the model's proposal."""
+    folder.mkdir()
+    for r in rows:
+        mask = preannotations.mask(r["image_id"], int(r["width"]), int(r["height"]))
+        Image.fromarray(mask * np.uint8(255)).save(folder / f"{r['image_id']}.png")
 
 
 # -- import -----------------------------------------------------------------------------
@@ -232,8 +278,8 @@ def read_manifest(batch_dir: str | os.PathLike) -> list[dict[str, str]]:
         raise DataError("not an annotation batch (no manifest.csv)", path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"manifest is not readable ({exc.__class__.__name__})", path) from None
-    if rows and not set(MANIFEST_FIELDS) <= set(rows[0]):
-        raise DataError(f"manifest lacks columns {', '.join(sorted(set(MANIFEST_FIELDS) - set(rows[0])))}", path)
+    if rows and not set(REQUIRED_FIELDS) <= set(rows[0]):
+        raise DataError(f"manifest lacks columns {', '.join(sorted(set(REQUIRED_FIELDS) - set(rows[0])))}", path)
     return rows
 
 

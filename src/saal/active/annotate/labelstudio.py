@@ -1,0 +1,233 @@
+"""Label Studio round trip: import-ready tasks with the model's masks as pre-annotations, and the export back.
+
+Written into an exported batch as ``labelstudio/``:
+
+* ``label_config.xml`` -- the labeling interface: the image and one brush label, ``Lesion``;
+* ``tasks.json`` -- one task per image, most uncertain first. ``data`` holds the image
+  reference, ``saal_id`` (the image id: the export is mapped back by it, never by the
+  file names Label Studio gives uploads), ``saal_round`` and the model's ``uncertainty``;
+  ``predictions`` holds the model's mask as brush RLE, with ``model_version`` and
+  ``score`` = 1 - uncertainty (Label Studio's convention: higher = more confident);
+* ``README.txt`` -- the steps in Label Studio.
+
+Image references: by default Label Studio's local-files URLs
+(``/data/local-files/?d=<path>``), ``<path>`` relative to a document root that
+Label Studio is started with (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``; default
+here: the run directory, so one Label Studio serves every round's batch); or,
+with ``image_url``, ``<image_url>/<file name>`` for teams that serve or upload
+the images elsewhere (a web server, a bucket).
+
+The brush RLE is Label Studio's own (``label_studio_sdk.converter.brush``:
+``mask2rle`` / ``decode_rle``), so what we write is what its editor draws.
+The import reads a Label Studio *JSON* export of the project: for each image of
+the batch it takes the most recently updated, not cancelled annotation, and
+unites its brush strokes labeled ``Lesion`` into one mask at the image's own
+size; every problem is a :class:`~saal.errors.DataError` naming the export file,
+the task and the image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import quote
+
+import numpy as np
+
+from ...errors import DataError, SaalError, name_some
+from ...io import atomic_write_text
+from .preannotate import Preannotations
+
+LS_DIR = "labelstudio"
+TASKS = "tasks.json"
+LABEL_CONFIG_FILE = "label_config.xml"
+FROM_NAME, TO_NAME, LABEL = "lesion", "image", "Lesion"
+LABEL_CONFIG = f"""<View>
+  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>
+  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">
+    <Label value="{LABEL}" background="#e8175d"/>
+  </BrushLabels>
+</View>
+"""
+INSTALL_HINT = "Label Studio support needs the label-studio-sdk package: pip install 'saal[labelstudio]'"
+
+_README = """\
+Label Studio: round {round}, {n} images
+=====================================
+
+1. Start Label Studio so that it can serve the images from disk:
+      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \\
+      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} \\
+      label-studio start
+   (images/ is {images_rel} below that root; tasks.json refers to the images
+   that way. Exported with --image-url instead, the images must be served at
+   that address and none of this is needed.)
+2. Create a project; Settings > Labeling Interface > Code: paste label_config.xml.
+3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path
+      {images_abs}
+   Save, but do NOT sync (the tasks come from tasks.json).
+4. Import tasks.json. Each task shows the model's proposal (when a model
+   exists): correct it with the brush and eraser, then Submit. The column
+   "uncertainty" sorts the images the model is least sure about first.
+5. Export > JSON, then hand the file to saal:
+      saal annotate import EXPORT.json --run <the run directory>
+"""
+
+
+def _brush() -> Any:
+    try:
+        from label_studio_sdk.converter import brush
+    except ImportError as exc:
+        raise SaalError(INSTALL_HINT) from exc
+    return brush
+
+
+def image_reference(batch_dir: Path, image_file: str, *, document_root: Path | None, image_url: str | None) -> str:
+    """The URL a task gives for one image: ``image_url/<name>``, else a local-files URL under ``document_root``."""
+    if image_url:
+        return f"{image_url.rstrip('/')}/{quote(Path(image_file).name)}"
+    root = (document_root or batch_dir).resolve()
+    path = (batch_dir / image_file).resolve()
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise SaalError(f"the images of {batch_dir} are not below the Label Studio document root {root}") from None
+    return f"/data/local-files/?d={quote(rel.as_posix())}"
+
+
+def prediction(mask: np.ndarray, *, model_version: str, uncertainty: float) -> dict[str, Any]:
+    """One Label Studio prediction: the mask (uint8 {0, 1}, H x W) as one brush region, or none when empty."""
+    height, width = mask.shape
+    result = []
+    if mask.any():
+        rle = _brush().mask2rle(mask.astype(np.uint8) * np.uint8(255))
+        result.append({"id": "saal", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "brushlabels",
+                       "original_width": width, "original_height": height, "image_rotation": 0,
+                       "value": {"format": "rle", "rle": [int(v) for v in rle], "brushlabels": [LABEL]}})
+    return {"model_version": model_version, "score": round(1.0 - uncertainty, 4), "result": result}
+
+
+class LabelStudioWriter:
+    """Writes ``labelstudio/`` into a batch being built (a format writer for :func:`.folder.export_batch`).
+
+    ``batch_dir`` is where the batch will live once complete, ``document_root``
+    the folder Label Studio serves local files from (default: ``batch_dir``),
+    ``image_url`` an address prefix to use instead of local files.
+    """
+
+    def __init__(self, batch_dir: str | os.PathLike, *, document_root: str | os.PathLike | None = None,
+                 image_url: str | None = None):
+        _brush()  # fail before anything is written when the package is missing
+        self.batch_dir = Path(batch_dir)
+        self.document_root = Path(document_root) if document_root is not None else None
+        self.image_url = image_url
+        # checked now, against the final location, so a bad root fails before the batch is built
+        image_reference(self.batch_dir, "images/x.png", document_root=self.document_root, image_url=image_url)
+
+    def __call__(self, tmp_dir: Path, rows: Sequence[Mapping[str, Any]],
+                 preannotations: Preannotations | None) -> None:
+        tasks = []
+        for r in rows:
+            image_id = str(r["image_id"])
+            data = {"image": image_reference(self.batch_dir, str(r["image_file"]), document_root=self.document_root,
+                                             image_url=self.image_url),
+                    "saal_id": image_id, "saal_round": int(r["round"])}
+            task: dict[str, Any] = {"data": data}
+            if preannotations is not None:
+                uncertainty = preannotations.uncertainty[image_id]
+                data["uncertainty"] = round(uncertainty, 4)
+                mask = preannotations.mask(image_id, int(r["width"]), int(r["height"]))
+                task["predictions"] = [prediction(mask, model_version=preannotations.model_version,
+                                                  uncertainty=uncertainty)]
+            tasks.append(task)
+        folder = tmp_dir / LS_DIR
+        folder.mkdir()
+        atomic_write_text(folder / TASKS, json.dumps(tasks, indent=1) + "\n")
+        atomic_write_text(folder / LABEL_CONFIG_FILE, LABEL_CONFIG)
+        root = (self.document_root or self.batch_dir).resolve()
+        images = (self.batch_dir / "images").resolve()
+        atomic_write_text(folder / "README.txt", _README.format(
+            round=rows[0]["round"] if rows else "?", n=len(rows), root=root, images_abs=images,
+            images_rel=images.relative_to(root).as_posix() if images != root else "."))
+
+
+# -- import -----------------------------------------------------------------------------
+def is_labelstudio_export(path: Path) -> bool:
+    """Whether ``path`` looks like a Label Studio JSON export (a ``.json`` file)."""
+    return path.is_file() and path.suffix.lower() == ".json"
+
+
+def _load_tasks(path: Path) -> list[dict[str, Any]]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"not a readable JSON file ({exc.__class__.__name__})", path) from None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and isinstance(t.get("data"), dict)
+                                              for t in tasks):
+        raise DataError("not a Label Studio JSON export (expected a list of tasks with 'data'); "
+                        "export the project as 'JSON', not 'JSON-MIN' or CSV", path)
+    return tasks
+
+
+def _latest_annotation(task_list: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most recently updated, not cancelled annotation over the tasks of one image."""
+    done = [a for t in task_list for a in t.get("annotations") or [] if not a.get("was_cancelled")]
+    return max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0),
+               default=None)
+
+
+def _annotation_mask(annotation: dict[str, Any], size: tuple[int, int], where: str, path: Path) -> np.ndarray:
+    """Union of an annotation's ``Lesion`` brush regions, uint8 {0, 1} at ``size`` (width, height)."""
+    width, height = size
+    mask = np.zeros((height, width), np.uint8)
+    for region in annotation.get("result") or []:
+        kind = str(region.get("type", "")).lower()
+        value = region.get("value") or {}
+        if kind not in ("brushlabels", "labels") or value.get("format") != "rle":
+            raise DataError(f"{where}: a {region.get('type')!r} region; only brush masks (BrushLabels) can be "
+                            "imported: use the label config saal wrote", path)
+        labels = [str(v).lower() for v in value.get(kind) or value.get("brushlabels") or []]
+        if labels != [LABEL.lower()]:
+            raise DataError(f"{where}: a region labeled {labels or 'nothing'}; the only label is {LABEL!r}", path)
+        got = (region.get("original_width"), region.get("original_height"))
+        if got != (width, height):
+            raise DataError(f"{where}: the region was drawn on a {got[0]}x{got[1]} image but the image is "
+                            f"{width}x{height}; was the task's image replaced?", path)
+        pixels = np.asarray(_brush().decode_rle(value["rle"]), np.uint8)
+        if pixels.size != width * height * 4:
+            raise DataError(f"{where}: a brush region of {pixels.size} values does not fit a {width}x{height} image",
+                            path)
+        mask |= pixels.reshape(height, width, 4)[..., 3] > 0
+    return mask
+
+
+def read_labelstudio_export(path: str | os.PathLike, rows: Sequence[Mapping[str, str]]) -> dict[str, np.ndarray]:
+    """``image_id -> uint8 {0, 1}`` mask at the image's own size, from a Label Studio JSON export.
+
+    ``rows`` are the batch's manifest rows. Tasks of other batches (a project
+    reused over rounds) are ignored; an image of the batch without a submitted
+    annotation is an error, as is a task that names no image id of ours at all.
+    """
+    path = Path(path)
+    tasks = _load_tasks(path)
+    sizes = {r["image_id"]: (int(r["width"]), int(r["height"])) for r in rows}
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        image_id = task["data"].get("saal_id")
+        if image_id in sizes:
+            by_id.setdefault(str(image_id), []).append(task)
+    if not by_id:
+        raise DataError(f"no task of this batch (round {rows[0]['round'] if rows else '?'}): the export's tasks "
+                        "lack 'saal_id' or belong to other images; import saal's labelstudio/tasks.json", path)
+    missing = [k for k in sizes if _latest_annotation(by_id.get(k, [])) is None]
+    if missing:
+        raise DataError(f"no submitted annotation for {len(missing)} of {len(sizes)} images: {name_some(missing)}",
+                        path)
+    masks = {}
+    for image_id, size in sizes.items():
+        annotation = _latest_annotation(by_id[image_id])
+        task_ids = ", ".join(str(t.get("id", "?")) for t in by_id[image_id])
+        masks[image_id] = _annotation_mask(annotation, size, f"image {image_id} (task {task_ids})", path)
+    return masks
