@@ -152,7 +152,8 @@ def _next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:
     return budgets[-1] - budgets[-2] if len(budgets) > 1 else budgets[-1]
 
 
-def import_annotations(ws: Workspace, source: str | os.PathLike, *, batch: str | os.PathLike | None = None) -> list[str]:
+def import_annotations(ws: Workspace, source: str | os.PathLike, *,
+                       batch: str | os.PathLike | None = None) -> list[str]:
     """Add the masks annotators made for an exported batch to the labeled set; returns the ids added.
 
     ``source`` is the batch folder (PNG masks in its ``masks/``) or an export

@@ -66,8 +66,9 @@ Label Studio: round {round}, {n} images
    that address and none of this is needed.)
 2. Create a project; Settings > Labeling Interface > Code: paste label_config.xml.
 3. Settings > Cloud Storage > Add Source Storage > Local files, absolute path
-      {images_abs}
-   Save, but do NOT sync (the tasks come from tasks.json).
+      {batches}
+   (the folder of every round's batch: once per project). Save, but do NOT
+   sync (the tasks come from tasks.json).
 4. Import tasks.json. Each task shows the model's proposal (when a model
    exists): correct it with the brush and eraser, then Submit. The column
    "uncertainty" sorts the images the model is least sure about first.
@@ -149,7 +150,7 @@ class LabelStudioWriter:
         root = (self.document_root or self.batch_dir).resolve()
         images = (self.batch_dir / "images").resolve()
         atomic_write_text(folder / "README.txt", _README.format(
-            round=rows[0]["round"] if rows else "?", n=len(rows), root=root, images_abs=images,
+            round=rows[0]["round"] if rows else "?", n=len(rows), root=root, batches=self.batch_dir.resolve().parent,
             images_rel=images.relative_to(root).as_posix() if images != root else "."))
 
 
