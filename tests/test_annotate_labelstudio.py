@@ -210,3 +210,46 @@ def test_uncertainty_is_a_mean_over_pixels_in_bits():
         assert pre.uncertainty == {"b": pytest.approx(1.0), "a": pytest.approx(1.0)}
         assert pre.probabilities["a"].shape == (size, size)
     assert math.isclose(float(pre.probabilities["a"].mean()), 0.5)
+
+
+@pytest.mark.realdata
+def test_real_isic_through_both_tools_at_full_resolution(tmp_path, isic_val_fullres):
+    """Real 1024x768 and 2592x1936 ISIC images: the expert mask goes out as the proposal, Label Studio's RLE
+    and CVAT's mask PNG bring it back, and import gives the loader's training mask of that expert outline."""
+    import zipfile
+
+    from saal.active.annotate import format_writer
+    from saal.data.imageio import read_mask
+
+    images = sorted((isic_val_fullres / "ISIC-2017_Validation_Data").glob("*.jpg"))
+    images = [images[0], images[-1]]
+    truth_dir = isic_val_fullres / "ISIC-2017_Validation_Part1_GroundTruth"
+    ids = [p.stem for p in images]
+    truth = {k: (np.asarray(Image.open(truth_dir / f"{k}_segmentation.png")) > 0).astype(np.uint8) for k in ids}
+
+    class Expert(Preannotations):
+        def mask(self, image_id, width, height):  # the proposal is the expert's own outline, at full size
+            assert truth[image_id].shape == (height, width)
+            return truth[image_id]
+
+    pre = Expert({k: np.zeros((64, 64), np.float32) for k in ids}, {ids[0]: 0.2, ids[1]: 0.4}, "expert")
+    data = LesionData(ids=ids, images=np.zeros((2, 64, 64, 3), np.uint8), masks=None,
+                      sources=[str(p) for p in images])
+    for fmt in ("labelstudio", "cvat"):
+        out = tmp_path / fmt / "round_1"
+        export_batch(out, ids, data, round=1, preannotations=pre, writers=[format_writer(fmt, out)])
+        if fmt == "labelstudio":
+            tasks = json.loads((out / "labelstudio/tasks.json").read_text())
+            for t in tasks:  # the annotator submits the proposal unchanged
+                t["annotations"] = [{"id": 1, "result": t["predictions"][0]["result"], "was_cancelled": False}]
+            export = tmp_path / "ls.json"
+            export.write_text(json.dumps(tasks))
+        else:
+            export = tmp_path / "cvat_export"
+            with zipfile.ZipFile(out / "cvat/preannotations.zip") as z:
+                z.extractall(export)
+        masks = import_annotations_from(out, image_size=64, export=export)
+        for k, path in zip(ids, images):
+            ref = read_mask(truth_dir / f"{k}_segmentation.png", size=64, image_size=truth[k].shape[::-1],
+                            image_path=path)
+            assert np.array_equal(masks[k], ref) and masks[k].any(), (fmt, k)
