@@ -21,6 +21,7 @@ LAYERS = [
     ("self-supervised pretraining", ("saal.ssl",)),
     ("cold-start selection", ("saal.selection",)),
     ("segmentation and active learning", ("saal.segmentation", "saal.active")),
+    ("label-budget advisor", ("saal.advise",)),
     ("run directory and pipeline", ("saal.workspace", "saal.pipeline")),
     ("experiment harness", ("saal.experiments",)),
     ("command line", ("saal.cli",)),

@@ -8,6 +8,8 @@ process killed at any point resumes with nothing lost and nothing counted twice:
 ``rounds.jsonl``           one record per finished round (n_labeled, Dice, IoU, HD95, ..., seconds)
 ``labeled_round_N.csv``    the ids labeled when round N was trained
 ``eval/round_N.csv``       per-test-image metrics of round N's model
+``stopset.csv``, ``stopset/round_N.npy``  round N's predicted masks of a fixed sample of pool images
+                           (:mod:`saal.active.stopset`), for the label-free stopping signal of ``saal advise``
 ``models/latest.pt``       the newest model (what the next query scores with), ``model.json`` beside it
 ``models/round_N.pt``      every round's model when ``save_models`` is set
 ``labels/<id>.png``        masks imported from annotators (simulated labels come from the data)
@@ -45,6 +47,7 @@ from ..selection.registry import COLD_STARTS, make_cold_start
 from .oracle import SimulatedOracle
 from .pool import ActiveSet
 from .queries import Query, make_query
+from .stopset import save_stop_predictions
 
 #: Where the segmentation network starts: the self-supervised weights, or random initialisation.
 INITS = ("ssl", "scratch")
@@ -318,6 +321,7 @@ def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test:
     if config.save_models:
         loop.save_model(model, f"round_{round}", meta)
     loop.save_model(model, "latest", meta)
+    save_stop_predictions(loop.path, model, pool, round=round, seed=config.seed, device=seg.device)
     if test is not None:
         result = evaluate(model, test, device=seg.device)
         result.write_csv(loop.file("eval", f"round_{round}.csv"))

@@ -7,9 +7,11 @@ cycle; :func:`run_all` is the whole pipeline with the data's own masks standing
 in for the annotator, ending with :func:`write_run_report`. Each function opens
 nothing itself: it takes a :class:`~saal.workspace.Workspace` (see
 :func:`saal.workspace.open_workspace`) and leaves its results as plain files in
-the run directory.
+the run directory. :func:`advise_run` (how many more labels are likely to pay)
+takes the run directory's path instead: it reads files only, no data.
 """
 
+from .advice import advise_run
 from .encoder import load_encoder, pool_features, ssl_state, ssl_weights
 from .report import write_run_report
 from .rounds import QueryResult, import_annotations, loop_dir, query_next, run_loop_config, train_model
@@ -20,5 +22,5 @@ __all__ = [
     "ssl_weights", "ssl_state", "load_encoder", "pool_features",
     "SelectResult", "select_images", "selection_plan",
     "QueryResult", "train_model", "query_next", "import_annotations", "loop_dir", "run_loop_config",
-    "RunResult", "describe_run", "run_all", "write_run_report",
+    "RunResult", "describe_run", "run_all", "write_run_report", "advise_run",
 ]

@@ -1,7 +1,8 @@
 """``report.html`` of a run: what a team lead wants on one screen.
 
 From the run directory's files alone: the learning curve (Dice and HD95 after
-each round) beside the rounds table, the images the cold start chose (in colour,
+each round) beside the rounds table, how many more labels are likely to pay
+(:mod:`saal.advise`), the images the cold start chose (in colour,
 as the annotator sees them, with the model's input, cluster and distance), the
 pool map, what the self-supervised warm-up learned to restore, and the final
 model's best and worst test images.
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..active import LoopConfig
+from ..advise import advice_table
 from ..data.thumbnails import colour_thumbnails
 from ..render import html
 from ..render.html import Table
@@ -22,6 +24,7 @@ from ..segmentation import evaluate, save_prediction_overlays
 from ..selection import read_selection_manifest
 from ..ssl.pretrain import SSL_DIR
 from ..workspace import EMBEDDED, Workspace
+from .advice import advise_run
 from .rounds import loop_dir
 from .select import SELECTION_DIR, SELECTION_FILE, THUMBNAIL_PX
 
@@ -45,6 +48,13 @@ def rounds_table(rounds: list[dict]) -> Table:
     return Table("Rounds", ["round", "labeled", "new", "Dice (%)", "IoU (%)", "HD95 (px)", "train (s)"], rows,
                  "Test-set means after each round's training. Round 0 is the cold start; HD95 is the 95th "
                  "percentile of the boundary distance in pixels of the model's input.")
+
+
+def _advice(ws: Workspace) -> str:
+    """The advisor's sentence and table (also written to ``RUN/active/advice.json``)."""
+    advice = advise_run(ws.run_dir)
+    return (f'<h2>How many more labels?</h2>\n<p>{html.inline(advice.sentence)}</p>\n'
+            + advice_table(advice).to_html(heading=False))
 
 
 def _cards(ws: Workspace) -> str:
@@ -105,7 +115,7 @@ def write_run_report(ws: Workspace, config: LoopConfig) -> Path | None:
                                "(one seed: differences of a few points can be seed noise; see saal experiment).",
                                curve))
     top.append("<div>" + rounds_table(rounds).to_html(heading=False) + "</div></div>")
-    sections = ["<h2>Learning curve</h2>\n" + "\n".join(top), _cards(ws)]
+    sections = ["<h2>Learning curve</h2>\n" + "\n".join(top), _advice(ws), _cards(ws)]
     pictures = []
     pool_map = ws.path(SELECTION_DIR, "pool_map.png")
     if pool_map.is_file():

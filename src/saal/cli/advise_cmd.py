@@ -1,0 +1,45 @@
+"""``saal advise``: how many more labels are worth drawing, from the rounds a run has trained so far."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .text import help_text
+
+RUN_HELP = ("Run directory to advise on (made by 'saal run', or 'saal select' and 'saal train'); only "
+            "active/advice.json is written.")
+
+
+def advise_cmd(
+    run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+) -> None:
+    """How many more images to label: a learning-curve forecast and a label-free stopping signal, in one sentence.
+
+    Needs at least one trained round (saal train or saal run). When the test split has masks, it fits Dice against
+    the number of labels with an inverse power law (a - b n^-c, a <= 1) over the rounds so far (three rounds or
+    more) and forecasts the next two budgets of the preset (doublings beyond them), with a 10-90 % interval from
+    resampling the test images. Without test masks there is no curve: only the stopping signal is available.
+
+    Stopping signal: the mean Dice between the last two rounds' predictions on a fixed sample of unlabeled pool
+    images (RUN/active/stopset.csv); near 100 % and steady or rising means the model has stopped changing.
+
+    Verdict: more labels are likely worth it when even the 10 % end of the expected gain from doubling the labels
+    is at least 1 Dice point, likely not worth it when even the 90 % end is below 1 point, uncertain otherwise.
+
+    Prints a table (labels, measured Dice, fitted, forecast with interval, agreement) and the sentence; writes
+    RUN/active/advice.json. See docs/active-learning.md, "How many more labels?".
+    """
+    from ..advise import advice_table
+    from ..pipeline.advice import advise_run
+
+    advice = advise_run(run)
+    table = advice_table(advice)
+    typer.echo(table.to_markdown())
+    typer.echo("")
+    typer.echo(advice.sentence)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("advise", help=help_text(advise_cmd.__doc__))(advise_cmd)
