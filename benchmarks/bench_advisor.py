@@ -20,6 +20,7 @@ interval and measured value, the mean absolute error and the mean signed error (
 
     python benchmarks/bench_advisor.py --out /work/runs/advisor --seeds 10 --workers 2
     python benchmarks/bench_advisor.py --out /work/runs/advisor --analyse-only
+    python benchmarks/bench_advisor.py --out /work/runs/advisor --analyse-only --crossval 3   # + no-test-mask curve
 """
 
 from __future__ import annotations
@@ -124,6 +125,44 @@ def analyse(folder: Path, cell: str, fit_upto: int, targets: list[int]) -> list[
     return rows
 
 
+def analyse_crossval(folder: Path, cell: str, fit_upto: int, targets: list[int], folds: int, seeds: int,
+                     quiet: bool) -> list[dict]:
+    """As :func:`analyse`, but the advisor sees no test Dice: its curve is a cross-validation on the ``fit_upto``
+    labeled images of each seed (what ``saal advise`` does on a run without test masks)."""
+    import dataclasses
+
+    from saal.active import LoopConfig
+    from saal.advise import advise_rounds
+    from saal.io import load_state, read_csv, read_json, read_jsonl
+    from saal.pipeline.advice import crossval_images
+    from saal.workspace import open_workspace
+
+    ws = open_workspace(folder, create=False, progress=False)
+    state = load_state(ws.path("ssl", "weights.pt"))
+    rows = []
+    for seed, directory in seed_dirs(folder, cell)[:seeds]:
+        records = read_jsonl(directory / "rounds.jsonl")
+        measured = {r["n_labeled"]: r["dice"] for r in records}
+        at = next(r for r in records if r["n_labeled"] == fit_upto)
+        ids = [row["image_id"] for row in read_csv(directory / f"labeled_round_{at['round']}.csv")]
+        labeled = ws.pool.select_ids(ids)  # simulated runs: the pool's own masks are the annotations
+        config = LoopConfig.from_dict(read_json(directory / "config.json"))
+        config = dataclasses.replace(config, seg=dataclasses.replace(config.seg, train="supervised"))
+        started = time.perf_counter()
+        sizes, per_image = crossval_images(labeled, config, state, folds=folds, progress=not quiet)
+        advice = advise_rounds(sizes, np.nanmean(per_image, axis=1).tolist(), targets, per_image=per_image,
+                               seed=seed, n_labeled=fit_upto, source="cross-validation")
+        print(f"  seed {seed}: cross-validation {time.perf_counter() - started:.0f} s, sizes {sizes.tolist()}, "
+              f"held-out Dice {', '.join(f'{100 * d:.1f}' for d in np.nanmean(per_image, axis=1))}", flush=True)
+        for t in targets:
+            if t in measured:
+                f = advice.forecasts[t]
+                rows.append({"seed": seed, "budget": t, "forecast": f.value, "low": f.low, "high": f.high,
+                             "measured": measured[t], "at_fit": measured[fit_upto], "c": advice.curve.c,
+                             "verdict": advice.verdict})
+    return rows
+
+
 def summarise(name: str, rows: list[dict], fit_upto: int) -> str:
     """Per-run lines and, per budget, mean absolute / signed error, coverage, and the no-gain forecast's error."""
     lines = [f"\n## {name}: forecast from the rounds up to {fit_upto} labels (Dice points)\n",
@@ -160,6 +199,10 @@ def main() -> None:
     ap.add_argument("--reuse-isic", type=Path, default=None, metavar="EARLIER",
                     help="start OUT/isic from this experiment folder (same settings, fewer budgets)")
     ap.add_argument("--analyse-only", action="store_true", help="analyse the finished seeds; train nothing")
+    ap.add_argument("--crossval", type=int, default=0, metavar="FOLDS",
+                    help="also forecast as a run without test masks does: from a FOLDS-fold cross-validation on "
+                         "the --fit-upto labeled images of each seed (trains FOLDS x 3 models per seed)")
+    ap.add_argument("--crossval-seeds", type=int, default=5, help="seeds the cross-validation analysis uses")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -178,6 +221,12 @@ def main() -> None:
         folder = args.out / name if args.analyse_only else run_set(args)
         report.append(summarise(name, analyse(folder, cell_name(args), args.fit_upto, targets), args.fit_upto))
         print(report[-1], flush=True)
+        if args.crossval:
+            rows = analyse_crossval(folder, cell_name(args), args.fit_upto, targets, args.crossval,
+                                    args.crossval_seeds, args.quiet)
+            report.append(summarise(f"{name}, no test masks ({args.crossval}-fold cross-validation on the "
+                                    f"{args.fit_upto} labeled images)", rows, args.fit_upto))
+            print(report[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_advisor.md").write_text("".join(report))
 

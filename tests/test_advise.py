@@ -202,3 +202,87 @@ def test_a_tiny_run_saves_stop_predictions_and_reports_the_advice(tmp_path, caps
     assert main(["advise", "--run", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "With 12 labels the test Dice is" in out and "unlabeled images agree" in out
+
+
+# ------------------------------------------------------------------------------------- cross-validation
+def test_crossval_plan_holds_each_image_out_once_per_size_with_nested_training_sets():
+    from saal.advise.crossval import crossval_plan, crossval_sizes
+
+    n = 20
+    plan = crossval_plan(n, folds=3, seed=1)
+    sizes = crossval_sizes(n, 3)
+    assert sizes == [3, 6, 13] and len(plan) == 9
+    for s in range(3):
+        held = np.concatenate([f.held_out for f in plan if f.size_index == s])
+        assert sorted(held.tolist()) == list(range(n))  # every labeled image scored once per size
+    for fold in range(3):
+        fits = sorted((f for f in plan if f.fold == fold), key=lambda f: f.size_index)
+        assert [len(f.train) for f in fits] == sizes
+        assert all(not set(f.train) & set(f.held_out) for f in fits)  # never scored by a model that saw it
+        assert set(fits[0].train) <= set(fits[1].train) <= set(fits[2].train)  # nested
+    again = crossval_plan(n, folds=3, seed=1)
+    assert all(np.array_equal(a.train, b.train) and np.array_equal(a.held_out, b.held_out)
+               for a, b in zip(plan, again))
+    with pytest.raises(SaalError, match="too few"):
+        crossval_sizes(5, 3)
+
+
+def test_crossval_points_give_the_curve_and_the_sentence_says_so(tmp_path):
+    from saal.advise.crossval import crossval_dice
+
+    truth = (0.9, 0.5, 0.6)
+    seen = []
+
+    def score(train, held_out):  # a model trained on m images scores power_law(m) on every image it did not see
+        seen.append((len(train), set(train.tolist()) & set(held_out.tolist())))
+        return np.full(len(held_out), power_law(len(train), *truth))
+
+    sizes, per_image = crossval_dice(score, 40, folds=4, seed=0)
+    assert sizes.tolist() == [7, 15, 30] and per_image.shape == (3, 40) and not np.isnan(per_image).any()
+    assert all(not overlap for _, overlap in seen)
+    loop = tmp_path / "active"
+    loop.mkdir()
+    (loop / "rounds.jsonl").write_text(json.dumps({"round": 0, "n_labeled": 40}) + "\n")  # no test Dice
+    advice = advise_loop(loop, (40, 80, 160), crossval=(sizes, per_image))
+    assert advice.source == "cross-validation" and advice.n_labeled == 40 and advice.dice is None
+    assert advice.forecasts[80].value == pytest.approx(power_law(80, *truth), abs=2e-3)
+    assert advice.sentence.startswith("No test masks: cross-validated on the 40 labeled images")
+    assert "expects" in advice.sentence
+    assert advise_loop(loop, (40, 80, 160)).curve is None  # without it: the stopping signal only
+
+
+@pytest.mark.slow
+def test_advise_cross_validates_a_run_without_test_masks_and_caches_it(tmp_path, capsys):
+    from saal.data.synth import write_isic_layout
+    from saal.io import read_csv
+    from saal.workspace import open_workspace
+
+    synth, data = tmp_path / "synth", tmp_path / "unlabeled"
+    write_isic_layout(synth, n=30, size=48, seed=3)
+    (data / "images").mkdir(parents=True)
+    for p in synth.rglob("ISIC_*.jpg"):
+        (data / "images" / p.name).write_bytes(p.read_bytes())
+    run = tmp_path / "run"
+    ws = open_workspace(run, data=data, preset=TINY.with_overrides(pool_size=None), progress=False)
+    assert ws.test is None
+    r = str(run)
+    assert main(["select", "--run", r, "--budget", "12", "-q"]) == 0
+    assert main(["query", "--run", r, "-q"]) == 0
+    batch = run / "annotate/round_0"
+    for row in read_csv(batch / "manifest.csv"):  # the annotator draws the synthetic truth
+        truth = next(synth.rglob(f"{row['image_id']}_segmentation.png"))
+        (batch / "masks" / truth.name).write_bytes(truth.read_bytes())
+    assert main(["annotate", "import", str(batch), "--run", r, "-q"]) == 0
+    assert main(["train", "--run", r, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["advise", "--run", r, "--steps", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "No test masks: cross-validated on the 12 labeled images" in out and "cross-validated Dice" in out
+    cache = run / "active/crossval_round_0.json"
+    saved = json.loads(cache.read_text())
+    assert saved["sizes"] == [2, 4, 8] and np.array(saved["per_image"]).shape == (3, 12)
+    stamp = cache.stat().st_mtime_ns
+    assert main(["advise", "--run", r, "--steps", "2", "-q"]) == 0  # the same round: from the cache
+    assert cache.stat().st_mtime_ns == stamp and capsys.readouterr().out == out
+    assert main(["advise", "--run", r, "--crossval", "0", "-q"]) == 0
+    assert "only the label-free signal" in capsys.readouterr().out

@@ -47,7 +47,8 @@ class Advice:
     """What ``saal advise`` says about one run (Dice as fractions; rendered in points)."""
 
     n_labeled: int
-    measured: list[tuple[int, float | None]]          # (labels, test Dice or None) of every round used
+    measured: list[tuple[int, float | None]]          # (labels, Dice or None) of every round used, or of every
+                                                      # cross-validation size
     curve: Curve | None = None
     forecasts: dict[int, Estimate] = field(default_factory=dict)   # labels -> expected Dice
     gain_per_doubling: Estimate | None = None
@@ -55,15 +56,16 @@ class Advice:
     agreement: list[RoundAgreement] = field(default_factory=list)
     trend: str | None = None
     why_no_curve: str | None = None
+    source: str = "test"                              # where the measured Dice come from: "test", "cross-validation"
     sentence: str = ""
 
     @property
     def dice(self) -> float | None:
-        """The measured test Dice of the latest round."""
-        return self.measured[-1][1] if self.measured else None
+        """The measured test Dice of the latest round (None for a cross-validated curve: no test Dice)."""
+        return self.measured[-1][1] if self.measured and self.source == "test" else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sentence": self.sentence, "n_labeled": self.n_labeled, "dice": self.dice,
+        return {"sentence": self.sentence, "n_labeled": self.n_labeled, "dice": self.dice, "source": self.source,
                 "rounds": [{"n_labeled": n, "dice": d, "fitted": None if self.curve is None else float(self.curve(n))}
                            for n, d in self.measured],
                 "curve": None if self.curve is None else {"model": "a - b * n**(-c)", **self.curve.to_dict()},
@@ -92,11 +94,12 @@ def _verdict(gain: Estimate) -> str:
 
 def advise_rounds(n: Sequence[int], dice: Sequence[float | None], budgets: Sequence[int], *,
                   per_image: np.ndarray | None = None, agreement: Sequence[RoundAgreement] = (),
-                  n_boot: int = N_BOOT, seed: int = 0) -> Advice:
+                  n_boot: int = N_BOOT, seed: int = 0, n_labeled: int | None = None, source: str = "test") -> Advice:
     """The advice from rounds with ``n`` labels and test Dice ``dice`` (None: no test masks), forecasting ``budgets``.
 
     ``per_image`` (``(rounds, test images)``, same order as ``n``) gives the bootstrap interval: ``n_boot``
-    resamples of the test images, seeded by ``seed``.
+    resamples of the test images, seeded by ``seed``. With ``source="cross-validation"`` the points are the
+    training sizes and held-out Dice of :mod:`.crossval`, and ``n_labeled`` the labels the run has now.
     """
     n = [int(k) for k in n]
     if not n:
@@ -104,7 +107,8 @@ def advise_rounds(n: Sequence[int], dice: Sequence[float | None], budgets: Seque
     agreement = list(agreement)
     measured = list(zip(n, dice))
     scored = [(k, d) for k, d in measured if d is not None]
-    base = dict(n_labeled=n[-1], measured=measured, agreement=agreement, trend=trend(agreement))
+    n_labeled = n[-1] if n_labeled is None else int(n_labeled)
+    base = dict(n_labeled=n_labeled, measured=measured, agreement=agreement, trend=trend(agreement), source=source)
     if not scored:
         why = "no test split with masks, so no learning curve: only the label-free signal is available"
     elif len(set(k for k, _ in scored)) < MIN_POINTS:
@@ -116,7 +120,7 @@ def advise_rounds(n: Sequence[int], dice: Sequence[float | None], budgets: Seque
         return _with_sentence(advice, n_rounds=len(n))
     k, y = np.array([s[0] for s in scored], dtype=float), np.array([s[1] for s in scored])
     curve = fit_curve(k, y)
-    targets = np.array([*budgets, k[-1], 2 * k[-1]], dtype=float)
+    targets = np.array([*budgets, n_labeled, 2 * n_labeled], dtype=float)
     point = curve(targets)
     if per_image is not None:
         a, b, c = fit_many(k, bootstrap_means(per_image, n_boot, seed))
@@ -142,6 +146,11 @@ def _with_sentence(advice: Advice, n_rounds: int) -> Advice:
     parts = []
     if advice.dice is not None:
         parts.append(f"With {advice.n_labeled} labels the test Dice is {_pts(advice.dice)}")
+    elif advice.source == "cross-validation":
+        sizes = ", ".join(str(k) for k, _ in advice.measured)
+        parts.append(f"No test masks: cross-validated on the {advice.n_labeled} labeled images (models trained on "
+                     f"{sizes} of them score the ones they did not see: {_pts(advice.measured[-1][1])} at "
+                     f"{advice.measured[-1][0]})")
     if advice.curve is not None:
         (b1, f1), *rest = advice.forecasts.items()
         span = "" if f1.low is None else f" ({_pts(f1.low)}-{_pts(f1.high)})"
@@ -181,12 +190,15 @@ def per_image_dice(directory: Path, rounds: Sequence[int]) -> np.ndarray | None:
 
 
 def advise_loop(directory: Path, planned: Sequence[int] = (), *, max_labels: int | None = None,
-                budgets: Sequence[int] | None = None, n_boot: int = N_BOOT, seed: int = 0) -> Advice:
+                budgets: Sequence[int] | None = None, n_boot: int = N_BOOT, seed: int = 0,
+                crossval: tuple[np.ndarray, np.ndarray] | None = None) -> Advice:
     """The advice for an active-learning loop folder (``RUN/active``, or an experiment's cell folder).
 
     ``planned``: the run's budgets; the forecast is at the next two of them above the current labels, or at
     doublings where the plan ends (``budgets`` instead names the forecast's label counts). ``max_labels`` uses
-    only the rounds up to that many labels: what the advisor would have said then.
+    only the rounds up to that many labels: what the advisor would have said then. ``crossval``: the
+    ``(sizes, per_image)`` of :func:`.crossval.crossval_dice` on the labeled images, used when the rounds have
+    no test Dice.
     """
     records = read_jsonl(Path(directory) / "rounds.jsonl")
     records = [r for r in records if max_labels is None or r["n_labeled"] <= max_labels]
@@ -196,10 +208,15 @@ def advise_loop(directory: Path, planned: Sequence[int] = (), *, max_labels: int
     scored = [r["round"] for r, d in zip(records, dice) if d is not None]
     per_image = per_image_dice(directory, scored) if len(scored) >= MIN_POINTS else None
     n_labeled = records[-1]["n_labeled"]
-    return advise_rounds([r["n_labeled"] for r in records], dice,
-                         list(budgets) if budgets is not None else next_budgets(planned, n_labeled),
-                         per_image=per_image, agreement=agreement_series(directory, records), n_boot=n_boot,
-                         seed=seed)
+    targets = list(budgets) if budgets is not None else next_budgets(planned, n_labeled)
+    agreement = agreement_series(directory, records)
+    if crossval is not None and not scored:
+        sizes, cv_dice = crossval
+        return advise_rounds(sizes, np.nanmean(cv_dice, axis=1).tolist(), targets, per_image=cv_dice,
+                             agreement=agreement, n_boot=n_boot, seed=seed, n_labeled=n_labeled,
+                             source="cross-validation")
+    return advise_rounds([r["n_labeled"] for r in records], dice, targets, per_image=per_image, agreement=agreement,
+                         n_boot=n_boot, seed=seed)
 
 
 def advice_table(advice: Advice) -> Table:
@@ -211,11 +228,15 @@ def advice_table(advice: Advice) -> Table:
         span = "" if f.low is None else f" ({_pts(f.low)}-{_pts(f.high)})"
         rows.append([str(k), "", "", f"{_pts(f.value)}{span}", ""])
     lo, hi = (int(100 * q) for q in INTERVAL)
-    return Table("How many more labels?", ["labels", "measured Dice", "fitted", f"forecast ({lo}-{hi} %)",
+    measured = ("cross-validated Dice (training images)" if advice.source == "cross-validation" else "measured Dice")
+    what = ("held-out Dice of models trained on that many of the labeled images (cross-validation: no test masks)"
+            if advice.source == "cross-validation" else "test Dice")
+    return Table("How many more labels?", ["labels", measured, "fitted", f"forecast ({lo}-{hi} %)",
                                            "agreement (%)"], rows,
-                 "Fitted: an inverse power law a - b n^-c of test Dice against labels; the forecast interval "
-                 "resamples the test images (it does not include training noise). Agreement: mean Dice between this "
-                 "round's and the previous round's predictions on the unlabeled stop images. Verdict: " + RULE + ".")
+                 f"Fitted: an inverse power law a - b n^-c of {what} against labels; the forecast interval "
+                 "resamples the scored images (it does not include training noise). Agreement: mean Dice between "
+                 "this round's and the previous round's predictions on the unlabeled stop images. Verdict: "
+                 + RULE + ".")
 
 
 def write_advice(directory: Path, advice: Advice) -> Path:

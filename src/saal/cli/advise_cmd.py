@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -14,13 +15,22 @@ RUN_HELP = ("Run directory to advise on (made by 'saal run', or 'saal select' an
 
 def advise_cmd(
     run: Path = typer.Option(Path("runs/demo"), "--run", help=RUN_HELP),
+    crossval: int = typer.Option(3, "--crossval", min=0,
+                                 help="Without test masks: folds of the cross-validation on the labeled images "
+                                      "that gives the curve (3 folds x 3 training sizes = 9 short trainings, cached "
+                                      "per round); 0: no curve, only the stopping signal."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1,
+                                        help="Training steps of each cross-validation model (default: the "
+                                             "preset's, as the rounds)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """How many more images to label: a learning-curve forecast and a label-free stopping signal, in one sentence.
 
     Needs at least one trained round (saal train or saal run). When the test split has masks, it fits Dice against
     the number of labels with an inverse power law (a - b n^-c, a <= 1) over the rounds so far (three rounds or
     more) and forecasts the next two budgets of the preset (doublings beyond them), with a 10-90 % interval from
-    resampling the test images. Without test masks there is no curve: only the stopping signal is available.
+    resampling the test images. Without test masks the curve comes from cross-validation on the labeled images
+    (--crossval folds; models trained on a quarter, half and all of the other folds score the held-out one).
 
     Stopping signal: the mean Dice between the last two rounds' predictions on a fixed sample of unlabeled pool
     images (RUN/active/stopset.csv); near 100 % and steady or rising means the model has stopped changing.
@@ -34,7 +44,7 @@ def advise_cmd(
     from ..advise import advice_table
     from ..pipeline.advice import advise_run
 
-    advice = advise_run(run)
+    advice = advise_run(run, crossval_folds=crossval, steps=steps, progress=not quiet)
     table = advice_table(advice)
     typer.echo(table.to_markdown())
     typer.echo("")

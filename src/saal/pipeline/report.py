@@ -52,7 +52,7 @@ def rounds_table(rounds: list[dict]) -> Table:
 
 def _advice(ws: Workspace) -> str:
     """The advisor's sentence and table (also written to ``RUN/active/advice.json``)."""
-    advice = advise_run(ws.run_dir)
+    advice = advise_run(ws.run_dir, progress=False)  # no cross-validation: the report must not train
     return (f'<h2>How many more labels?</h2>\n<p>{html.inline(advice.sentence)}</p>\n'
             + advice_table(advice).to_html(heading=False))
 
