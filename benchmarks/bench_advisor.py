@@ -133,7 +133,7 @@ def analyse_crossval(folder: Path, cell: str, fit_upto: int, targets: list[int],
 
     from saal.active import LoopConfig
     from saal.advise import advise_rounds
-    from saal.io import load_state, read_csv, read_json, read_jsonl
+    from saal.io import load_state, read_csv, read_json, read_jsonl, write_json
     from saal.pipeline.advice import crossval_images
     from saal.workspace import open_workspace
 
@@ -148,8 +148,14 @@ def analyse_crossval(folder: Path, cell: str, fit_upto: int, targets: list[int],
         labeled = ws.pool.select_ids(ids)  # simulated runs: the pool's own masks are the annotations
         config = LoopConfig.from_dict(read_json(directory / "config.json"))
         config = dataclasses.replace(config, seg=dataclasses.replace(config.seg, train="supervised"))
+        cache = directory / f"crossval_upto{fit_upto}_folds{folds}.json"
         started = time.perf_counter()
-        sizes, per_image = crossval_images(labeled, config, state, folds=folds, progress=not quiet)
+        if cache.is_file():
+            saved = read_json(cache)
+            sizes, per_image = np.array(saved["sizes"]), np.array(saved["per_image"], dtype=float)
+        else:
+            sizes, per_image = crossval_images(labeled, config, state, folds=folds, progress=not quiet)
+            write_json(cache, {"sizes": sizes.tolist(), "per_image": per_image.tolist()})
         advice = advise_rounds(sizes, np.nanmean(per_image, axis=1).tolist(), targets, per_image=per_image,
                                seed=seed, n_labeled=fit_upto, source="cross-validation")
         print(f"  seed {seed}: cross-validation {time.perf_counter() - started:.0f} s, sizes {sizes.tolist()}, "
@@ -159,8 +165,24 @@ def analyse_crossval(folder: Path, cell: str, fit_upto: int, targets: list[int],
                 f = advice.forecasts[t]
                 rows.append({"seed": seed, "budget": t, "forecast": f.value, "low": f.low, "high": f.high,
                              "measured": measured[t], "at_fit": measured[fit_upto], "c": advice.curve.c,
-                             "verdict": advice.verdict})
+                             "verdict": advice.verdict, "fitted_at_fit": float(advice.curve(fit_upto))})
     return rows
+
+
+def summarise_gain(rows: list[dict], fit_upto: int) -> str:
+    """The cross-validated curve's level is not the test set's: how well does it forecast the *gain* after
+    ``fit_upto`` labels (what the verdict uses)? Forecast gain = curve(t) - curve(fit_upto), measured gain =
+    test Dice at t - test Dice at ``fit_upto``."""
+    lines = ["", f"Gain after {fit_upto} labels (Dice points):", "",
+             "| labels | seeds | forecast gain (mean) | measured gain (mean) | mean abs. error of the gain | "
+             "mean abs. error of 'no gain' |", "| --- | --- | --- | --- | --- | --- |"]
+    for t in sorted({r["budget"] for r in rows}):
+        sel = [r for r in rows if r["budget"] == t]
+        forecast = np.array([r["forecast"] - r["fitted_at_fit"] for r in sel])
+        measured = np.array([r["measured"] - r["at_fit"] for r in sel])
+        lines.append(f"| {t} | {len(sel)} | {100 * forecast.mean():+.2f} | {100 * measured.mean():+.2f} | "
+                     f"{100 * np.abs(forecast - measured).mean():.2f} | {100 * np.abs(measured).mean():.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarise(name: str, rows: list[dict], fit_upto: int) -> str:
@@ -225,7 +247,8 @@ def main() -> None:
             rows = analyse_crossval(folder, cell_name(args), args.fit_upto, targets, args.crossval,
                                     args.crossval_seeds, args.quiet)
             report.append(summarise(f"{name}, no test masks ({args.crossval}-fold cross-validation on the "
-                                    f"{args.fit_upto} labeled images)", rows, args.fit_upto))
+                                    f"{args.fit_upto} labeled images)", rows, args.fit_upto)
+                          + summarise_gain(rows, args.fit_upto))
             print(report[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_advisor.md").write_text("".join(report))
