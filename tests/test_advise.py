@@ -247,7 +247,8 @@ def test_crossval_points_give_the_curve_and_the_sentence_says_so(tmp_path):
     assert advice.source == "cross-validation" and advice.n_labeled == 40 and advice.dice is None
     assert advice.forecasts[80].value == pytest.approx(power_law(80, *truth), abs=2e-3)
     assert advice.sentence.startswith("No test masks: cross-validated on the 40 labeled images")
-    assert "expects" in advice.sentence
+    gain = 100 * (power_law(80, *truth) - power_law(40, *truth))
+    assert f"the curve expects {gain:+.1f} at 80" in advice.sentence and "not a test Dice" in advice.sentence
     assert advise_loop(loop, (40, 80, 160)).curve is None  # without it: the stopping signal only
 
 
