@@ -95,15 +95,15 @@ def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None,
             raise SaalError(f"round {pending['round']} still waits for {len(waiting)} mask(s): annotate "
                             f"{pending['batch_dir']} and run 'saal annotate import {pending['batch_dir']}'")
     config = run_loop_config(ws, query=query)
-    batch_dir = ws.path(ANNOTATE_DIR, f"round_{_next_round(active)}")
+    round = _next_round(active)
+    batch_dir = ws.path(ANNOTATE_DIR, f"round_{round}")
     writer = None if oracle else format_writer(format, batch_dir, document_root=document_root or ws.run_dir,
                                                image_url=image_url)
     model = _current_model(loop, active.n_labeled)
     if active.n_labeled == 0:
-        round, plan = 0, selection_plan(ws)
+        plan = selection_plan(ws)
         ids = plan if k is None else plan[:k]
     else:
-        round = _next_round(active)
         k = k or _next_increment(ws.preset.budgets, active.n_labeled)
         chooser = loop_query(config)
         if chooser.needs_predictions and model is None:
@@ -128,6 +128,7 @@ def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None,
 
 
 def _next_round(active) -> int:
+    """The round the next batch belongs to: 0 before any label, else one after the newest labeled round."""
     return max((active.round_of(i) or 0 for i in active.labeled_ids), default=-1) + 1
 
 
