@@ -54,11 +54,11 @@ class Preannotations:
 def preannotate(model: UNet, data: LesionData, ids: Sequence[str], *, model_version: str,
                 batch_size: int = 32) -> Preannotations:
     """Predict ``ids`` of ``data`` with ``model`` (deterministic pass): probabilities and uncertainty per image."""
-    pos = {k: i for i, k in enumerate(data.ids)}
-    unknown = [k for k in ids if k not in pos]
-    if unknown:
-        raise SaalError(f"cannot pre-annotate ids that are not in the data: {unknown[:3]}")
-    images = data.images[[pos[k] for k in ids]]
+    ids = list(ids)
+    try:
+        images = data.images[data.index_of(ids)]
+    except KeyError as exc:
+        raise SaalError(f"cannot pre-annotate ids that are not in the data: {exc}") from None
     entropy = Entropy(reduction="mean")
     probabilities: dict[str, np.ndarray] = {}
     uncertainty: dict[str, float] = {}
