@@ -222,8 +222,8 @@ def test_real_isic_round_trip_at_full_resolution(tmp_path, isic_val_fullres):
             assert [r for r in read_manifest(batch) if r["image_id"] == k][0]["width"] == str(gt.size[0])
             gt_size = gt.size
         # the same pixels the dataset loader gives this expert mask at training size
-        ref = read_mask(truth / f"{k}_segmentation.png", size=64, image_size=gt_size,
-                        image_path=isic_val_fullres / "ISIC-2017_Validation_Data" / f"{k}.jpg")
+        ref, _ = read_mask(truth / f"{k}_segmentation.png", size=64, image_size=gt_size,
+                           image_path=isic_val_fullres / "ISIC-2017_Validation_Data" / f"{k}.jpg")
         assert np.array_equal(masks[k], ref) and masks[k].any()
     wrong = batch / "masks" / f"{ids[0]}_segmentation.png"
     wrong.write_bytes((truth / f"{ids[1]}_segmentation.png").read_bytes())  # the other image's mask

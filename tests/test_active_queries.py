@@ -86,7 +86,7 @@ def test_prediction_queries_ask_for_scores():
 def test_registry_names_and_unknown_name():
     assert set(QUERIES) == {"random", "entropy", "bald", "variance", "representative", "uncertainty-diversity",
                             "cold-start-rule", "cluster-entropy"}
-    with pytest.raises(SaalError, match="unknown query 'bold'.*bald"):
+    with pytest.raises(SaalError, match="--query 'bold': choose one of .*bald"):
         make_query("bold")
     assert make_query("bald", reduction="top10").heuristic.reduction == "top10"
 
@@ -156,11 +156,13 @@ def test_representative_defaults_to_the_papers_cluster_criterion():
     assert more.tolist() == paper.tolist()
 
 
-def test_cold_start_rule_continues_the_runs_own_cold_start():
+def test_cold_start_rule_query_extends_the_cold_start_it_is_given():
+    """The query object alone; that a run hands it the run's own cold start is tests/test_human_loop.py's."""
     from saal.selection import TypiclustStrategy
 
     query = make_query("cold-start-rule", cold_start="typiclust", seed=2)
     assert isinstance(query, Representative) and isinstance(query.rule, TypiclustStrategy)
+    assert query.name == "cold-start-rule" and make_query("representative").name == "representative"
     rng = np.random.default_rng(0)
     features = rng.normal(size=(40, 3)).astype(np.float32)
     active = ActiveSet([f"i{k}" for k in range(40)])

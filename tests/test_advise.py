@@ -10,6 +10,7 @@ import pytest
 
 from saal.active.stopset import STOPSET_FILE, draw_stop_set, stop_set
 from saal.advise import advise_loop, advise_rounds, agreement_series, fit_curve, fit_many, mask_dice, next_budgets
+from saal.advise.advice import PAYS_PER_DOUBLING, VERDICTS
 from saal.advise.curve import C_MAX, C_MIN, power_law
 from saal.cli.main import main
 from saal.config import get_preset
@@ -148,12 +149,73 @@ def test_next_budgets_follow_the_plan_then_double():
     assert next_budgets((10, 20), 25) == [50, 100]
 
 
-def test_the_verdict_follows_the_rule():
-    steep = advise_rounds(N[:3], power_law(N[:3], 0.9, 1.5, 0.5), [80, 160])
-    flat = advise_rounds(N[:3], power_law(N[:3], 0.9, 0.2, 1.5), [80, 160])
-    assert steep.verdict == "pays" and "likely worth it" in steep.sentence
-    assert flat.verdict == "does not pay" and "likely not worth it" in flat.sentence
-    assert steep.sentence.startswith("With 40 labels the test Dice is")
+# The verdict is about doubling the current labels, 40 -> 80 here: rounds at 10, 20, 40 labels whose test Dice lie on
+# a power law built to gain a chosen amount over that doubling, so the right verdict is known in advance.
+N3 = N[:3]
+
+
+def _law_gaining(gain, c, plateau=0.75):
+    """``(a, b, c)`` of the power law with plateau ``a`` that gains ``gain`` from 40 to 80 labels."""
+    return plateau, gain / (40.0 ** -c - 80.0 ** -c), c
+
+
+def _rounds_gaining(gain, c, scatter, *, test=80, seed=0):
+    """Per-image Dice ``(3, test)`` whose round means lie exactly on :func:`_law_gaining`'s curve.
+
+    ``scatter``: each image's round-to-round noise (zero mean per round), which is what the bootstrap interval sees;
+    image difficulty (the same every round, zero mean) barely moves the fitted gain.
+    """
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 0.03, test)
+    noise = rng.normal(0, scatter, (len(N3), test))
+    per_image = (power_law(N3[:, None], *_law_gaining(gain, c)) + (difficulty - difficulty.mean())
+                 + (noise - noise.mean(axis=1, keepdims=True)))
+    assert 0 <= per_image.min() and per_image.max() <= 1
+    return per_image
+
+
+def _advise(per_image, budgets=(80, 160)):
+    return advise_rounds(N3, per_image.mean(axis=1), list(budgets), per_image=per_image, n_boot=400)
+
+
+def test_a_curve_still_rising_steeply_pays():
+    advice = _advise(_rounds_gaining(0.07, 0.5, scatter=0.02))  # +7 Dice points per doubling
+    gain = advice.gain_per_doubling
+    assert gain.value == pytest.approx(0.07, abs=1e-6)  # the fit recovers the curve the rounds lie on
+    assert gain.low >= PAYS_PER_DOUBLING  # even the pessimistic end gains a point
+    assert advice.verdict == "pays" and "likely worth it" in advice.sentence
+    assert advice.sentence.startswith("With 40 labels the test Dice is")
+
+
+def test_a_flat_curve_does_not_pay():
+    advice = _advise(_rounds_gaining(0.002, 1.0, scatter=0.02))  # at its plateau: +0.2 points per doubling
+    gain = advice.gain_per_doubling
+    assert gain.value == pytest.approx(0.002, abs=1e-6)
+    assert gain.high < PAYS_PER_DOUBLING  # even the optimistic end gains less than a point
+    assert advice.verdict == "does not pay" and "likely not worth it" in advice.sentence
+
+
+@pytest.mark.parametrize("gain, point_verdict", [(0.015, "pays"), (0.007, "does not pay")])
+def test_an_interval_across_one_point_is_uncertain_whichever_side_the_forecast_is(gain, point_verdict):
+    """Noisy test Dice (few or scattered test images): the interval straddles one point, so neither claim is made."""
+    per_image = _rounds_gaining(gain, 0.5, scatter=0.07)
+    advice = _advise(per_image)
+    assert advice.gain_per_doubling.value == pytest.approx(gain, abs=1e-6)
+    assert advice.gain_per_doubling.low < PAYS_PER_DOUBLING <= advice.gain_per_doubling.high
+    assert advice.verdict == "uncertain" and "uncertain whether it pays" in advice.sentence
+    # the same round means without per-image scores (no interval): the point forecast alone decides
+    assert advise_rounds(N3, per_image.mean(axis=1), [80, 160]).verdict == point_verdict
+
+
+@pytest.mark.parametrize("gain, verdict", [(0.0105, "pays"), (0.0095, "does not pay"), (0.05, "pays"),
+                                           (0.001, "does not pay")])
+@pytest.mark.parametrize("budgets", [(80, 160), (45, 50)])
+def test_without_an_interval_one_point_per_doubling_decides(gain, verdict, budgets):
+    """Just above or below one point per doubling of the current labels, whichever budgets the table forecasts."""
+    advice = advise_rounds(N3, power_law(N3, *_law_gaining(gain, 0.5)), list(budgets))
+    assert advice.gain_per_doubling.low is None and advice.gain_per_doubling.value == pytest.approx(gain, abs=1e-6)
+    assert advice.verdict == verdict and VERDICTS[verdict] in advice.sentence
+    assert list(advice.forecasts) == list(budgets)
 
 
 def test_too_few_rounds_or_no_test_masks_say_so():
@@ -175,7 +237,10 @@ def test_advise_cli_prints_the_table_and_sentence_and_writes_json(tmp_path, caps
     assert "| 80 |" in out and "the fitted curve" in out and "predate stop-set predictions" in out
     saved = json.loads((tmp_path / "active" / "advice.json").read_text())
     assert saved["n_labeled"] == 40 and [f["n_labeled"] for f in saved["forecasts"]] == [80, 160]
-    assert saved["sentence"] in out and saved["verdict"] in ("pays", "does not pay", "uncertain")
+    # the rounds' curve gains 1.7 points from 40 to 80 labels, but 20 noisy test images leave the fit unsure
+    gain = saved["gain_per_doubling"]
+    assert gain["low"] < PAYS_PER_DOUBLING <= gain["high"]
+    assert saved["sentence"] in out and saved["verdict"] == "uncertain" and "uncertain whether it pays" in out
 
 
 def test_advise_cli_without_rounds_says_train_first(tmp_path, capsys):

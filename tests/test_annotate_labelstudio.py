@@ -250,6 +250,6 @@ def test_real_isic_through_both_tools_at_full_resolution(tmp_path, isic_val_full
                 z.extractall(export)
         masks = import_annotations_from(out, image_size=64, export=export)
         for k, path in zip(ids, images):
-            ref = read_mask(truth_dir / f"{k}_segmentation.png", size=64, image_size=truth[k].shape[::-1],
-                            image_path=path)
+            ref, _ = read_mask(truth_dir / f"{k}_segmentation.png", size=64, image_size=truth[k].shape[::-1],
+                               image_path=path)
             assert np.array_equal(masks[k], ref) and masks[k].any(), (fmt, k)

@@ -1,4 +1,4 @@
-"""One segmentation and one self-supervised training step on CUDA with mixed precision (skipped without a GPU).
+"""A segmentation step and self-supervised steps (each objective) on CUDA with mixed precision (no GPU: skipped).
 
 ``benchmarks/gpu_check.sh`` runs these first; every other test runs on the CPU, where autocast is off.
 """
@@ -14,7 +14,7 @@ import torch
 from saal.data.dataset import LesionData
 from saal.runtime import MixedPrecision
 from saal.segmentation import SegConfig, train_segmentation
-from saal.ssl import PretrainConfig, pretrain
+from saal.ssl import OBJECTIVES, PretrainConfig, pretrain
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -44,8 +44,16 @@ def test_cuda_segmentation_step_has_a_finite_loss():
     assert next(model.parameters()).is_cuda
 
 
-def test_cuda_ssl_step_has_a_finite_loss(tmp_path):
-    config = PretrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, base_width=8, patience=0, n_samples=0)
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_cuda_ssl_step_has_a_finite_loss(tmp_path, objective):
+    config = PretrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, base_width=8, patience=0, n_samples=2,
+                            objective=objective)
     result = pretrain(lesions(16), tmp_path, config=config, device="cuda", progress=False)
     assert result.epochs_run == 1
-    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.history[0]["val_loss"])
+    first = result.history[0]
+    assert math.isfinite(first["train_loss"]) and math.isfinite(first["val_loss"])
+    # each objective's own terms, computed under autocast: restoration MSE and/or NT-Xent of the views
+    assert (first["val_restore"] is not None) == (objective != "contrastive")
+    assert (first["val_contrastive"] is not None) == (objective != "genesis")
+    assert all(math.isfinite(first[k]) for k in ("val_restore", "val_contrastive") if first[k] is not None)
+    assert (tmp_path / "ssl" / "samples.png").is_file()

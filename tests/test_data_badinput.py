@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ from data_builders import (isic_id, make_isic2017, snapshot, write_image, write_
                                 write_png_header)
 
 from saal.data import load_dataset
+from saal.data.imageio import MIN_IMAGE_SIDE
 from saal.errors import DataError, SaalError
 
 TRAIN = "ISIC-2017_Training_Data"
@@ -234,3 +236,68 @@ def test_all_bad_is_an_error_even_with_skip_bad(tmp_path):
 def test_bad_options(isic):
     with pytest.raises(SaalError, match="image_size must be at least 8"):
         load(isic, image_size=2)
+
+
+# ---------------------------------------------------------------- hostile headers and names
+@pytest.mark.parametrize("side, pattern", [
+    (9000, r"mask is 9000x9000 but its image ISIC_0000002.jpg is 40x30"),  # the size is judged before the limit
+    (100_000, r"mask is too large to decode safely"),
+])
+def test_bomb_mask_is_refused_before_decoding(isic, side, pattern):
+    write_png_header(mask(isic), side, side)
+    res = expect_error(isic, mask(isic), pattern)
+    assert isic_id(2) not in res.data.ids and len(res.data) == 7
+
+
+def write_bytes_name(folder, name: bytes, data: bytes):
+    """A file whose name is not UTF-8 (Linux allows any bytes); skips where the file system refuses."""
+    path = os.fsencode(folder) + b"/" + name
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as ex:
+        pytest.skip(f"this file system refuses non-UTF-8 names ({ex})")
+    return os.fsdecode(path)
+
+
+def test_file_name_that_is_not_utf8(tmp_path):
+    root = tmp_path / "flat"
+    for k in range(3):
+        write_image(root / f"p{k}.jpg", k)
+    write_bytes_name(root, b"\xff\xfe.jpg", (root / "p0.jpg").read_bytes())
+    shown = f"{root}/\\xff\\xfe.jpg"  # the folder and the name, escaped: printable on any terminal
+    res = expect_error(root, shown, r"file name is not valid UTF-8")
+    assert res.data.ids == ["p0", "p1", "p2"]
+
+
+def test_mask_name_that_is_not_utf8(isic):
+    name = write_bytes_name(isic / GT, b"ISIC_\xff_segmentation.png", mask(isic).read_bytes())
+    res = expect_error(isic, f"{isic / GT}/ISIC_\\xff_segmentation.png", r"file name is not valid UTF-8")
+    assert len(res.data) == 8 and os.path.exists(name)
+
+
+@pytest.mark.parametrize("stem, why", [("IMD:002", r"it holds :"), ("a?b", r"it holds \?"),
+                                       ("tab\there", "it holds control"), ("x" * 210, "it is over 200 bytes")])
+def test_ids_that_cannot_name_batch_files_are_refused_at_load(tmp_path, stem, why):
+    """The annotation export would refuse them after pretraining and selection: refuse them now."""
+    root = tmp_path / "plain"
+    write_pairs(root / "images", root / "masks", 0, 3)
+    write_image(root / "images" / f"{stem}.jpg", 5)
+    write_mask(root / "masks" / f"{stem}.png", 5)  # its mask is left out with it, not reported as an orphan
+    shown = root / "images" / f"{stem.replace(chr(9), chr(92) + 't')}.jpg"  # a tab is shown as \t: one line
+    res = expect_error(root, shown, r"image id '.* cannot name the files of an annotation batch \(" + why)
+    assert len(res.skipped) == 1 and res.data.ids == [isic_id(k) for k in range(3)]
+
+
+@pytest.mark.parametrize("w, h", [(1, 1), (15, 40), (40, 15)])
+def test_image_under_the_minimum_side_is_refused(isic, w, h):
+    write_image(image(isic), 2, w=w, h=h)
+    write_mask(mask(isic), 2, w=w, h=h)
+    res = expect_error(isic, image(isic), rf"image is {w}x{h} pixels, under the minimum of {MIN_IMAGE_SIDE} px")
+    assert len(res.data) == 7
+
+
+def test_image_of_the_minimum_side_is_used(isic):
+    write_image(image(isic), 2, w=MIN_IMAGE_SIDE, h=MIN_IMAGE_SIDE)
+    write_mask(mask(isic), 2, w=MIN_IMAGE_SIDE, h=MIN_IMAGE_SIDE)
+    assert isic_id(2) in load(isic).data.ids

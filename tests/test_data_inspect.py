@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
-from data_builders import make_isic2017, snapshot, write_image
+from data_builders import isic_id, make_isic2017, snapshot, write_image, write_mask, write_pairs
 
 from saal.cli.main import main
 from saal.data import contact_sheet, inspect_dataset
@@ -124,3 +126,41 @@ def test_cli_help_explains(capsys):
     out = capsys.readouterr().out
     for word in ("--sheet", "--skip-bad", "--size", "ISIC 2016", "images/ + masks/", "Exit status"):
         assert word in out
+
+
+def test_report_lists_bad_names_ids_tiny_images_and_transparent_masks(tmp_path, capsys):
+    """What training would refuse (or silently misread) is listed before any training."""
+    root = tmp_path / "plain"
+    write_pairs(root / "images", root / "masks", 0, 4)
+    write_image(root / "images" / "IMD:002.jpg", 5)
+    write_mask(root / "masks" / "IMD:002.png", 5)
+    write_image(root / "images" / "tiny.png", 6, w=1, h=1)
+    write_mask(root / "masks" / "tiny.png", 6, w=1, h=1)
+    alpha = np.zeros((30, 40, 4), np.uint8)  # black paint on a transparent layer: the lesion is in alpha only
+    alpha[5:20, 10:30, 3] = 255
+    Image.fromarray(alpha).save(root / "masks" / f"{isic_id(1)}_segmentation.png")
+    odd = os.fsencode(root / "images") + b"/\xff\xfe.jpg"
+    try:
+        with open(odd, "wb") as f:
+            f.write((root / "images" / f"{isic_id(0)}.jpg").read_bytes())
+        expected = 3
+    except OSError:  # a file system that only takes UTF-8 names
+        expected = 2
+    for attempt in ("written", "hit"):
+        report = inspect_dataset(root, image_size=16, progress=False)
+        assert report.result.cache_hit == (attempt == "hit")
+        reasons = "\n".join(f"{p}: {why}" for p, why in report.problems)
+        assert len(report.problems) == expected, reasons
+        assert "IMD:002.jpg: image id 'IMD:002' cannot name the files of an annotation batch" in reasons
+        assert "tiny.png: image is 1x1 pixels, under the minimum" in reasons
+        assert expected == 2 or "\\xff\\xfe.jpg: file name is not valid UTF-8" in reasons
+        (note,) = [w for w in report.result.warnings if "transparent pixels" in w]
+        assert f"{isic_id(1)}_segmentation.png" in note
+        assert report.result.data.ids == [isic_id(k) for k in range(4)]
+        assert report.result.data.masks[1].any() and not report.result.data.masks[1].all()
+    assert main(["data", "inspect", str(root), "--size", "16", "-q", "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert f"problems  {expected} (skipped)" in out and "warning   1 mask(s) have transparent pixels" in out
+    assert main(["data", "inspect", str(root), "--size", "16", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {expected} problem(s) found, first: ")

@@ -23,7 +23,7 @@ from saal.cli import experiment_cmd
 from saal.config import get_preset
 from saal.errors import SaalError
 from saal.experiments.collect import DONE_FILE, read_done
-from saal.experiments.locks import FileLock, LockOwner, current_owner, is_stale, locked, read_owner
+from saal.locks import FileLock, LockOwner, current_owner, is_stale, locked, read_owner
 from saal.experiments.matrix import FULL_CELL, build_matrix, resolve_seeds
 from saal.experiments.runner import RUNS_LOG, run_experiment
 from saal.experiments.results import load_results
@@ -135,11 +135,11 @@ def test_a_reused_pid_does_not_keep_a_lock_alive():
     assert is_stale(LockOwner(pid=me.pid, host=me.host, started=str(int(me.started) + 1), time=me.time))
 
 
-# Lock-only child processes: a plain interpreter importing saal.experiments.locks (no torch) starts fast.
+# Lock-only child processes: a plain interpreter importing saal.locks (no torch) starts fast.
 CLAIM = """
 import os, sys, time
 from pathlib import Path
-from saal.experiments.locks import FileLock
+from saal.locks import FileLock
 lock_path, go, ready, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 ready.touch()
 while not go.exists():
@@ -157,7 +157,7 @@ if won:  # keep the lock until every process has tried
 HOLD = """
 import sys, time
 from pathlib import Path
-from saal.experiments.locks import FileLock
+from saal.locks import FileLock
 lock = FileLock(sys.argv[1])
 assert lock.acquire()
 Path(sys.argv[2]).touch()

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "saal"
 #: Stage rank of each part of the package, lowest first: a module may import its own rank and below.
 LAYERS = [
     ("shared utilities", ("saal", "saal.errors", "saal.io", "saal.config", "saal.runtime", "saal.progress",
-                          "saal.render")),
+                          "saal.locks", "saal.render")),
     ("data and models", ("saal.data", "saal.models")),
     ("self-supervised pretraining", ("saal.ssl",)),
     ("cold-start selection", ("saal.selection",)),

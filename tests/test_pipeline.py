@@ -15,9 +15,12 @@ from saal.cli.main import main
 from saal.config import get_preset
 from saal.data.synth import write_isic_layout
 from saal.errors import SaalError
-from saal.io import read_csv
+from saal.io import read_csv, write_json
 from saal.pipeline import (describe_run, import_annotations, pool_features, query_next, run_all, run_loop_config,
                            select_images, train_model)
+from saal.pipeline.report import warm_up_caption
+from saal.render.html import inline
+from saal.ssl import describe_objective
 from saal.workspace import open_workspace
 
 pytestmark = pytest.mark.slow  # every test here runs stages end to end
@@ -66,6 +69,24 @@ def test_run_all_writes_every_stage(shared_run):
     assert "over seeds" not in caption and "full supervision" not in caption  # a single run has neither
 
 
+def test_report_caption_says_what_the_pretraining_trained(shared_run):
+    # the demo preset's objective: contrastive, which shows views and trains no decoder
+    caption = warm_up_caption(open_workspace(shared_run, progress=False))
+    assert caption == f"Self-supervised warm-up (contrastive). {describe_objective('contrastive')}"
+    assert f"<figcaption>{inline(caption)}</figcaption>" in (shared_run / "report.html").read_text()
+    assert "view 1 | view 2 | original" in caption and "the decoder was not trained" in caption
+    assert "restor" not in caption
+
+
+def test_report_caption_follows_the_objective_of_the_pretraining(tmp_path):
+    ws = open_workspace(tmp_path, preset=TINY.with_overrides(ssl_objective="genesis"), progress=False)
+    caption = warm_up_caption(ws)  # no pretraining finished yet: the preset's objective
+    assert caption.startswith("Self-supervised warm-up (genesis). The encoder and the decoder learned to restore")
+    assert caption.endswith("damaged input | restored | original.") and "view" not in caption
+    write_json(ws.path("ssl", "model.json"), {"training": {"objective": "contrastive"}})  # as a finished one records
+    assert warm_up_caption(ws) == f"Self-supervised warm-up (contrastive). {describe_objective('contrastive')}"
+
+
 def test_rerun_recomputes_nothing(shared_run):
     before = {p: p.stat().st_mtime_ns for p in shared_run.rglob("*.pt")}
     ws = open_workspace(shared_run, progress=False)
@@ -86,7 +107,7 @@ def test_selection_extends_and_never_reorders(tmp_path):
     first = select_images(ws, 5, progress=False)
     more = select_images(ws, 9, progress=False)
     assert more.ids[:5] == first.ids and len(set(more.ids)) == 9 and more.new_ids == more.ids[5:]
-    with pytest.raises(SaalError, match=f"by the {TINY.cold_start} cold start"):
+    with pytest.raises(SaalError, match=f"made with cold_start='{TINY.cold_start}'"):
         select_images(ws, 9, cold_start="random", progress=False)
     with pytest.raises(SaalError, match="budget"):
         select_images(ws, 37, progress=False)
@@ -159,12 +180,12 @@ def test_human_in_the_loop_cycle_through_the_cli(tmp_path, capsys):
     assert not (run / "active/state.json").exists()  # nothing recorded from the rejected imports
     _draw_masks(batch, ws)
     assert main(["annotate", "import", str(batch), "--run", r, "-q"]) == 0
-    assert import_annotations(ws, batch) == []  # a second import adds nothing
+    assert import_annotations(ws, batch).added == []  # a second import adds nothing
 
     assert main(["train", "--run", r, "-q"]) == 0
     out = capsys.readouterr().out
     assert "round 0: trained on 4 labeled images" in out and "Dice" in out
-    assert main(["query", "--run", r, "-q", "--query", "entropy"]) == 0
+    assert main(["query", "--run", r, "-q"]) == 0  # the default query: the cold start continued
     second = run / "annotate/round_1"
     ids = [row["image_id"] for row in read_csv(second / "manifest.csv")]
     assert len(ids) == 4 and not set(ids) & {row["image_id"] for row in read_csv(run / "selection.csv")}

@@ -15,7 +15,12 @@ from saal.data.dataset import LesionData
 from saal.errors import SaalError
 from saal.io import load_state, read_csv, read_json
 from saal.models.unet import UNet, transfer_weights
-from saal.ssl import PretrainConfig, load_pretrained, pretrain, split_validation
+from saal.runtime import Stream, generator, stream_seed
+from saal.cli.pipeline_cmds import OBJECTIVE_HELP, pretrain_cmd
+from saal.cli.text import help_text
+from saal.ssl import (OBJECTIVES, PretrainConfig, PretrainResult, describe_objective, load_pretrained, pretrain,
+                      sample_columns, split_validation)
+from saal.ssl.objectives import Objective
 
 S = 32
 pretrain_mod = importlib.import_module("saal.ssl.pretrain")  # the module; saal.ssl.pretrain is the function
@@ -37,13 +42,57 @@ def structured_pool(n: int = 24, channels: int = 1, seed: int = 0) -> LesionData
 
 
 def tiny(**kw) -> PretrainConfig:
-    base = dict(epochs=3, batch_size=6, base_width=4, lr=3e-3, patience=0, steps_per_epoch=4, n_samples=2)
+    base = dict(epochs=3, batch_size=6, base_width=4, lr=3e-3, patience=0, steps_per_epoch=4, n_samples=2,
+                objective="genesis", lr_schedule="step")
     return PretrainConfig(**{**base, **kw})
 
 
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in a 1-D mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def sample_grid(png, size: int = S) -> np.ndarray:
+    """The grey images of ``samples.png`` read back from the picture: ``(rows, columns, size, size)``.
+
+    Every image is an enlarged framed tile on a white page: rows and columns of
+    tiles are the runs of non-white pixel rows and columns (the column titles are
+    too short a run to count as a row of tiles). Each of the ``size x size`` pixels
+    is read at the centre of its enlarged block, inside the one-pixel frame.
+    """
+    with Image.open(png) as im:
+        grey = np.asarray(im.convert("L")).astype(np.int16)
+    ink = grey < 250
+    rows = [(a, b) for a, b in _runs(ink.any(axis=1)) if b - a > 3 * size]
+    columns = _runs(ink[np.concatenate([np.arange(a, b) for a, b in rows])].any(axis=0))
+    tiles = {(b - a) for a, b in rows + columns}
+    assert max(tiles) - min(tiles) <= 1 and min(tiles) > 3 * size, f"tiles of unequal or small sides {tiles}"
+    centres = lambda a, b: (a + 1 + (np.arange(size) + 0.5) * (b - a - 2) / size).astype(int)  # noqa: E731
+    return np.array([[grey[np.ix_(centres(*r), centres(*c))] for c in columns] for r in rows])
+
+
+def expected_samples(pool: LesionData, result: PretrainResult, config: PretrainConfig, seed: int) -> np.ndarray:
+    """What samples.png must show, redrawn from the run's seed and best weights: ``(rows, 3, S, S)`` grey levels.
+
+    Damaged input, the best weights' restoration and the (equally flipped) original when the objective
+    restores; the two contrastive views and the original otherwise.
+    """
+    pos = [pool.ids.index(i) for i in result.val_ids[:config.n_samples]]
+    clean = torch.from_numpy(pool.images[pos]).permute(0, 3, 1, 2).float() / 255
+    rule = Objective(config.objective, config.genesis, config.views, config.temperature, config.contrastive_weight)
+    draw = rule.draw(clean, generator(stream_seed(seed, Stream.SSL_SAMPLES)))
+    if rule.restores:
+        with torch.no_grad():
+            columns = (draw.damaged, torch.sigmoid(load_pretrained(result.ssl_dir.parent)(draw.damaged)), draw.targets)
+    else:
+        columns = (*draw.views.chunk(2), clean)
+    return np.stack([(c[:, 0].clamp(0, 1) * 255).round().numpy() for c in columns], axis=1)
+
+
 def test_restoration_loss_decreases_and_files_are_written(tmp_path):
-    pool = structured_pool()
-    result = pretrain(pool, tmp_path, config=tiny(epochs=4, steps_per_epoch=8), progress=False)
+    pool, config = structured_pool(), tiny(epochs=4, steps_per_epoch=8)
+    result = pretrain(pool, tmp_path, config=config, progress=False)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.8 * losses[0]
     assert result.epochs_run == 4 and not result.stopped_early and not result.reused
@@ -64,9 +113,11 @@ def test_restoration_loss_decreases_and_files_are_written(tmp_path):
         assert h["val_loss"] == h["val_restore"] and h["val_identity"] > 0 and h["val_contrastive"] is None
         assert h["restoration_gain"] == pytest.approx(1 - h["val_restore"] / h["val_identity"])
     assert result.history[-1]["restoration_gain"] > result.history[0]["restoration_gain"]
-    with Image.open(ssl / "samples.png") as im:
-        # two rows of damaged | restored | original, each image enlarged well beyond its S pixels
-        assert im.width >= 3 * 100 and 1.2 < im.width / im.height < 1.6
+    # two rows of damaged | restored | original (flipped like the input), each enlarged well beyond its S pixels
+    shown, expected = sample_grid(ssl / "samples.png"), expected_samples(pool, result, config, seed=0)
+    assert shown.shape == expected.shape == (2, 3, S, S)
+    assert np.abs(shown - expected).max() <= 2  # grey levels; the restoration differs from input and original
+    assert np.abs(expected[:, 1] - expected[:, 0]).mean() > 10 and np.abs(expected[:, 1] - expected[:, 2]).mean() > 5
 
     # The best epoch's weights are the ones saved.
     best = load_state(ssl / "weights.pt")
@@ -207,25 +258,53 @@ def test_too_small_pool_is_an_error(tmp_path):
         pretrain(structured_pool(n=1), tmp_path, config=tiny(), progress=False)
 
 
-def test_cosine_and_plateau_schedules_keep_learning(tmp_path, monkeypatch):
-    cosine = pretrain(structured_pool(), tmp_path / "cos", config=tiny(epochs=4, lr_schedule="cosine"),
-                      progress=False)
+def _recorded(run_dir) -> tuple[list[dict], float]:
+    """history.csv as numbers (an empty cell as None), and the rate the optimiser would use next (checkpoint)."""
+    rows = [{k: float(v) if v else None for k, v in r.items()} for r in read_csv(run_dir / "ssl" / "history.csv")]
+    return rows, load_state(run_dir / "ssl" / "checkpoint.pt")["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_cosine_schedule_anneals_to_one_percent_while_losses_are_recorded(tmp_path):
+    result = pretrain(structured_pool(), tmp_path, config=tiny(epochs=4, lr_schedule="cosine"), progress=False)
+    rows, next_lr = _recorded(tmp_path)
     low = 0.01 * 3e-3  # annealed to 1 % of the rate over the epoch cap
-    expected = [low + (3e-3 - low) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
-    assert [h["lr"] for h in cosine.history] == pytest.approx(expected)
-    # plateau: the rate halves only after more than patience // 2 epochs without improvement
+    expected = [low + (3e-3 - low) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(5)]
+    assert [r["lr"] for r in rows] + [next_lr] == pytest.approx(expected)
+    for r in rows:  # every epoch trained and was validated, with a restoration that beats doing nothing
+        assert all(math.isfinite(r[k]) for k in ("train_loss", "val_loss", "val_restore", "val_identity"))
+        assert r["val_loss"] == r["val_restore"] and r["restoration_gain"] > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it kept learning
+    assert [r["val_loss"] for r in rows] == [h["val_loss"] for h in result.history]
+
+
+def test_plateau_schedule_halves_only_after_patience_on_a_given_validation_sequence(tmp_path, monkeypatch):
+    # the rate halves only after more than patience // 2 epochs without improvement
     val = iter([3.0, 2.0, 2.5, 2.6, 2.7, 1.0, 1.1])
     monkeypatch.setattr(pretrain_mod._Run, "validate", lambda self: {"val_loss": next(val)})
-    plateau = pretrain(structured_pool(), tmp_path / "plateau", config=tiny(epochs=7, patience=4,
-                                                                            lr_schedule="plateau"), progress=False)
+    plateau = pretrain(structured_pool(), tmp_path, config=tiny(epochs=7, patience=4, lr_schedule="plateau"),
+                       progress=False)
     assert [h["lr"] for h in plateau.history] == pytest.approx([3e-3] * 5 + [1.5e-3] * 2)
+
+
+def test_plateau_schedule_and_early_stopping_on_a_real_plateau(tmp_path):
+    # Adam at 3e-2 overshoots after the first epoch and the validation loss never gets back to it: patience 4
+    # halves the rate after 3 epochs without improvement (more than 4 // 2) and stops after 4.
+    config = tiny(epochs=8, patience=4, lr=3e-2, lr_schedule="plateau", steps_per_epoch=2)
+    result = pretrain(structured_pool(n=16), tmp_path, config=config, seed=2, progress=False)
+    rows, next_lr = _recorded(tmp_path)
+    val = [r["val_loss"] for r in rows]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in rows)
+    assert min(val[1:]) > val[0]  # the plateau: no epoch beats the first
+    assert [r["lr"] for r in rows] == pytest.approx([3e-2] * 4 + [1.5e-2]) and next_lr == pytest.approx(1.5e-2)
+    assert result.stopped_early and result.epochs_run == 5 and result.best_epoch == 1
+    assert read_json(tmp_path / "ssl" / "model.json")["metrics"]["stopped_early"] is True
 
 
 def test_contrastive_pretraining_learns_and_never_needs_masks(tmp_path):
     pool = structured_pool(n=32)
     assert pool.masks is None
-    result = pretrain(pool, tmp_path, config=tiny(epochs=6, batch_size=16, steps_per_epoch=6, lr=1e-3,
-                                                  objective="contrastive"), progress=False)
+    config = tiny(epochs=6, batch_size=16, steps_per_epoch=6, lr=1e-3, objective="contrastive")
+    result = pretrain(pool, tmp_path, config=config, progress=False)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]  # NT-Xent falls: the views of an image become recognisable
     first = result.history[0]
@@ -233,8 +312,24 @@ def test_contrastive_pretraining_learns_and_never_needs_masks(tmp_path):
     state = load_state(result.weights_path)
     assert set(state) == set(UNet(in_channels=1, out_channels=1, base_width=4).state_dict())  # no head in weights
     assert "net.0.weight" in load_state(tmp_path / "ssl" / "checkpoint.pt")["head"]
-    with Image.open(tmp_path / "ssl" / "samples.png") as im:  # view 1 | view 2 | original
-        assert im.width > im.height
+    # view 1 | view 2 | original: the encoder's two views, drawn again from the run's seed (no restoration)
+    shown, expected = sample_grid(tmp_path / "ssl" / "samples.png"), expected_samples(pool, result, config, seed=0)
+    assert shown.shape == expected.shape == (2, 3, S, S)
+    assert np.abs(shown - expected).max() <= 2
+    assert np.abs(expected[:, 0] - expected[:, 1]).mean() > 10 and np.abs(expected[:, 0] - expected[:, 2]).mean() > 10
+
+
+def test_each_objective_is_described_by_what_it_trains_and_shows():
+    restoring = {"genesis", "genesis+contrastive"}
+    for objective in OBJECTIVES:
+        words, columns = describe_objective(objective), sample_columns(objective)
+        assert " | ".join(columns) in words  # the caption names the picture's columns
+        assert columns[:2] == (("damaged input", "restored") if objective in restoring else ("view 1", "view 2"))
+        assert ("restore" in words) == (objective in restoring)
+        assert ("views" in words) == ("contrastive" in objective)
+        assert ("the decoder was not trained" in words) == (objective == "contrastive")
+        # `saal pretrain --help` names the same columns and every objective
+        assert " / ".join(columns) in help_text(pretrain_cmd.__doc__) and objective in OBJECTIVE_HELP
 
 
 def test_combined_objective_records_both_terms_and_resumes_exactly(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""Presets: one option picks image size, network width and schedules together.
+"""Presets, and the one table that says which value every setting may take.
+
+A preset picks image size, network width, schedules and method together:
 
 * ``demo`` -- minutes on a 2-core CPU: 64 px, 16 channels, a small embedded
   dataset (500 images: 400 pool / 100 test), pretraining until early stopping
@@ -8,32 +10,229 @@
   cores. The budgets start small (10 ... 160 labels): measured on real ISIC
   2017, 10 % random labels already reach ~99 % of full-supervision Dice, so
   selection matters at 10-80 labels.
-* ``paper`` -- Zhao et al. (EMBC 2022) as published: 256 px grayscale, 64
-  channels, 300 initial labels + 35 x 9 rounds, 10 epochs per round at batch 10,
-  Adam 1e-4. Meant for GPUs (about 0.5 images/s on our CPUs).
+* ``paper`` -- Zhao et al. (EMBC 2022) as published: Models Genesis restoration,
+  k-means quotas nearest the centre, 256 px grayscale, 64 channels, 300 initial
+  labels + 35 x 9 rounds, 10 epochs per round at batch 10, Adam 1e-4. Meant for
+  GPUs (about 0.5 images/s on our CPUs).
+
+**One home for defaults.** The field defaults of :class:`Preset` *are* the
+``demo`` preset: the method that measured best on real ISIC 2017 at the scale
+users have (contrastive pretraining with a cosine schedule, the ``saal-typical``
+cold start, the cold-start rule continued; the yardstick is
+``benchmarks/bench_real.py``, the figures are in docs/experiments.md). ``cpu``
+changes size and schedule only; ``paper`` restores the published method. The
+lower-level settings (:class:`saal.ssl.PretrainConfig`,
+:class:`saal.segmentation.SegConfig`, :class:`saal.active.LoopConfig`) take
+their method defaults from :data:`DEFAULTS`, never from numbers of their own.
+
+**One place that validates.** Every field has a constraint in
+:data:`PARAMETER_CONSTRAINTS` (scikit-learn's declarative parameter constraints
+are the model): a :class:`Preset` checks all of them when it is made, and
+:func:`check_options` checks a command's options against the same table before
+anything is written to a run directory, so a typo is refused in one line and
+leaves the run usable with the right spelling. The choice lists here are the
+names the registries implement (:mod:`saal.selection.registry`,
+:mod:`saal.active.queries`, ...); tests/test_config.py holds the two together.
 
 Every preset pools every non-test image of a user's folder: the pool is what the
-user has, not a number the preset picked.
-
-The field defaults of :class:`Preset` are the paper's method (Models Genesis
-restoration, k-means quotas nearest the centre). ``demo`` and ``cpu`` replace
-them with what measured best on real ISIC 2017 at the scale users have
-(:data:`MEASURED_BEST`; the yardstick is ``benchmarks/bench_real.py``, the
-figures are in docs/experiments.md); ``paper`` keeps them.
-
-Training length is a number of optimisation steps (``seg_steps``), the same for
-every budget, so that small labeled sets are not under-trained; the ``paper``
-preset keeps the paper's epoch schedule (``seg_epochs``) instead.
+user has, not a number the preset picked. Training length is a number of
+optimisation steps (``seg_steps``), the same for every budget, so that small
+labeled sets are not under-trained; the ``paper`` preset keeps the paper's epoch
+schedule (``seg_epochs``) instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from .errors import SaalError
+
+# ------------------------------------------------------------------------------ constraints
+#: Names each choice setting accepts (the registries implement exactly these; tests/test_config.py checks).
+SSL_OBJECTIVES = ("genesis", "contrastive", "genesis+contrastive")
+SSL_SCHEDULES = ("step", "cosine", "plateau")
+COLD_STARTS = ("saal", "saal-typical", "random", "kcenter", "typiclust", "probcover")
+INITS = ("ssl", "scratch")
+FEATURE_READOUTS = ("bottleneck", "multiscale")
+LOSSES = ("ce", "dice", "ce+dice")
+AUGMENTATIONS = ("none", "flips", "full")
+TRAIN_MODES = ("supervised", "semi")
+QUERIES = ("random", "entropy", "bald", "variance", "uncertainty-diversity", "representative", "cold-start-rule",
+           "cluster-entropy")
+REDUCTIONS = ("mean", "top10")
+FINETUNE_MODES = ("restart", "continue")
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of ``names``."""
+
+    names: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, str) and value in self.names:
+            return None
+        return f"choose one of {', '.join(self.names)}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """An int (``integer``) or real number in ``[low, high]`` (``open_low``/``open_high``: strict bounds)."""
+
+    integer: bool
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        kind = "an integer" if self.integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.integer else numbers.Real):
+            return f"must be {kind}"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        if low_ok and high_ok:
+            return None
+        bounds = [f"{'>' if self.open_low else '>='} {self.low:g}" if self.low is not None else "",
+                  f"{'<' if self.open_high else '<='} {self.high:g}" if self.high is not None else ""]
+        return f"must be {kind} {' and '.join(b for b in bounds if b)}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """True or False."""
+
+    def problem(self, value: Any) -> str | None:
+        return None if isinstance(value, bool) else "must be true or false"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string."""
+
+    def problem(self, value: Any) -> str | None:
+        return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Increasing positive label counts (cumulative per round)."""
+
+    def problem(self, value: Any) -> str | None:
+        try:
+            counts = [int(b) for b in value]
+        except (TypeError, ValueError):
+            return "must be a list of label counts"
+        if counts and all(c >= 1 for c in counts) and all(b > a for a, b in zip(counts, counts[1:])):
+            return None
+        return f"must be increasing positive label counts, got {counts}"
+
+
+@dataclass(frozen=True)
+class OrNone:
+    """None, or what ``inner`` accepts."""
+
+    inner: Any
+
+    def problem(self, value: Any) -> str | None:
+        return None if value is None else self.inner.problem(value)
+
+
+def count(low: int = 1) -> Number:
+    return Number(integer=True, low=low)
+
+
+POSITIVE = Number(integer=False, low=0, open_low=True)
+FRACTION = Number(integer=False, low=0, high=1, open_low=True, open_high=True)
+
+#: The constraint of every :class:`Preset` field.
+PARAMETER_CONSTRAINTS: dict[str, Any] = {
+    "name": Text(),
+    "image_size": count(16),
+    "grayscale": Flag(),
+    "pool_size": OrNone(count()),
+    "test_size": count(),
+    "synth_n": count(2),
+    "base_width": count(),
+    "dropout": Number(integer=False, low=0, high=1, open_high=True),
+    "ssl_epochs": count(),
+    "ssl_batch": count(),
+    "ssl_lr": POSITIVE,
+    "ssl_patience": count(0),
+    "ssl_val_fraction": FRACTION,
+    "ssl_objective": Choice(SSL_OBJECTIVES),
+    "ssl_schedule": Choice(SSL_SCHEDULES),
+    "cold_start": Choice(COLD_STARTS),
+    "init": Choice(INITS),
+    "n_clusters": count(),
+    "feature_pool": count(),
+    "feature_readout": Choice(FEATURE_READOUTS),
+    "seg_steps": count(0),
+    "seg_epochs": OrNone(count()),
+    "seg_batch": count(),
+    "seg_lr": POSITIVE,
+    "loss": Choice(LOSSES),
+    "seg_augment": Choice(AUGMENTATIONS),
+    "seg_train": Choice(TRAIN_MODES),
+    "budgets": Budgets(),
+    "query": Choice(QUERIES),
+    "query_reduction": Choice(REDUCTIONS),
+    "mc_samples": count(),
+    "seeds": count(),
+}
+
+#: The command-line option of each setting a command can give, for messages that name what the user typed.
+OPTION_NAMES = {"ssl_objective": "--objective", "ssl_epochs": "--epochs", "cold_start": "--cold-start",
+                "n_clusters": "--clusters", "seg_steps": "--steps", "seg_train": "--train", "query": "--query",
+                "init": "--init", "finetune": "--finetune", "seed": "--seed", "budget": "--budget", "k": "--k",
+                "query_reduction": "--reduction"}
+
+#: Options of a command that are not preset fields, with their constraints.
+CALL_CONSTRAINTS: dict[str, Any] = {
+    "finetune": Choice(FINETUNE_MODES),
+    "seed": count(0),
+    "budget": count(),
+    "k": count(),
+}
+
+
+def check_options(**options: Any) -> None:
+    """Check command options against :data:`PARAMETER_CONSTRAINTS` (None: not given); SaalError on the first bad one.
+
+    Called before a command opens or writes its run directory, so that a typo
+    costs nothing but one line.
+
+    >>> check_options(query="entropy", cold_start=None)
+    >>> check_options(query="entrpy")
+    Traceback (most recent call last):
+    ...
+    saal.errors.SaalError: --query 'entrpy': choose one of random, entropy, bald, variance, uncertainty-diversity, representative, cold-start-rule, cluster-entropy
+    """
+    for name, value in options.items():
+        if value is None:
+            continue
+        constraint = PARAMETER_CONSTRAINTS.get(name) or CALL_CONSTRAINTS.get(name)
+        if constraint is None:
+            raise SaalError(f"unknown setting {name!r}")
+        problem = constraint.problem(value)
+        if problem:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise SaalError(f"{OPTION_NAMES.get(name, name)} {shown}: {problem}")
+
+
+# ------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
 class Preset:
     """Every setting of a run that a preset chooses, recorded in ``run.json``.
+
+    The field defaults are the ``demo`` preset (see the module docstring);
+    every value is checked against :data:`PARAMETER_CONSTRAINTS` when a preset
+    is made, so a bad one never reaches a run directory.
 
     Parameters
     ----------
@@ -74,7 +273,8 @@ class Preset:
         ``bottleneck`` (the paper's pooled bottleneck) or ``multiscale`` (every encoder level, pooled
         and normalised per level); see :mod:`saal.selection.features`.
     seg_steps : int
-        Optimisation steps of every segmentation training, whatever the labeled budget.
+        Optimisation steps of every segmentation training, whatever the labeled budget (0 with
+        ``seg_epochs``).
     seg_epochs : int or None
         When set, the paper's epoch schedule instead of ``seg_steps``.
     seg_batch, seg_lr, loss
@@ -89,6 +289,9 @@ class Preset:
         Cumulative labeled counts of the rounds; the first is the cold start.
     query : str
         Query of the rounds after the cold start (see :mod:`saal.active.queries`).
+    query_reduction : str
+        How the uncertainty queries score an image from its pixels: ``mean`` or ``top10`` (the mean of
+        the 10 % most uncertain pixels); see :mod:`saal.active.heuristics`.
     mc_samples : int
         Dropout samples per image of the MC-dropout queries.
     seeds : int
@@ -100,6 +303,10 @@ class Preset:
     >>> small = get_preset("demo").with_overrides(name="small", budgets=[10, 20])
     >>> small.budgets, small.image_size
     ((10, 20), 64)
+    >>> get_preset("demo").with_overrides(query="entrpy")
+    Traceback (most recent call last):
+    ...
+    saal.errors.SaalError: --query 'entrpy': choose one of random, entropy, bald, variance, uncertainty-diversity, representative, cold-start-rule, cluster-entropy
     """
 
     name: str
@@ -112,16 +319,18 @@ class Preset:
     # network
     base_width: int = 16
     dropout: float = 0.1
-    # self-supervised pretraining
-    ssl_epochs: int = 8
-    ssl_batch: int = 16
+    # self-supervised pretraining: SimCLR needs negatives (batch 64); the cosine schedule keeps the contrastive
+    # run improving to about the cap, where Models Genesis' step schedule stalled it. 60 epochs is a cap with
+    # early stopping (patience 5); see docs/selection.md, "Coverage of rare sub-populations".
+    ssl_epochs: int = 60
+    ssl_batch: int = 64
     ssl_lr: float = 1e-3
     ssl_patience: int = 5
     ssl_val_fraction: float = 0.1
-    ssl_objective: str = "genesis"
-    ssl_schedule: str = "step"
-    # cold-start selection
-    cold_start: str = "saal"
+    ssl_objective: str = "contrastive"
+    ssl_schedule: str = "cosine"
+    # cold-start selection: the paper's quotas with the most typical members
+    cold_start: str = "saal-typical"
     init: str = "ssl"
     n_clusters: int = 10
     feature_pool: int = 1
@@ -134,11 +343,19 @@ class Preset:
     loss: str = "ce+dice"
     seg_augment: str = "flips"
     seg_train: str = "supervised"
+    # active learning: the cold-start rule continued
     budgets: tuple[int, ...] = (10, 20, 40, 80)
-    query: str = "entropy"
+    query: str = "cold-start-rule"
+    query_reduction: str = "mean"
     mc_samples: int = 8
     # experiments
     seeds: int = 3
+
+    def __post_init__(self):
+        check_options(**{f.name: getattr(self, f.name) for f in fields(self)})
+        object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
+        if self.seg_epochs is None and self.seg_steps < 1:
+            raise SaalError(f"preset {self.name}: seg_steps must be at least 1 unless seg_epochs is set")
 
     def to_dict(self) -> dict:
         """The preset as ``run.json`` records it (budgets as a list)."""
@@ -147,12 +364,15 @@ class Preset:
         return d
 
     @classmethod
-    def from_record(cls, recorded: dict) -> "Preset":
-        """The preset a ``run.json`` recorded: fields it predates take their defaults, retired ones are ignored."""
-        fields = {k: v for k, v in recorded.items() if k in cls.__dataclass_fields__}
-        if "budgets" in fields:
-            fields["budgets"] = tuple(int(b) for b in fields["budgets"])
-        return cls(**fields)
+    def from_record(cls, recorded: Mapping[str, Any]) -> "Preset":
+        """The preset a ``run.json`` recorded.
+
+        A field the record predates takes the value the run was made with (:data:`BEFORE_THE_FIELD`), not
+        today's default; retired fields are ignored.
+        """
+        known = {f.name for f in fields(cls)}
+        values = {**BEFORE_THE_FIELD, **{k: v for k, v in recorded.items() if k in known}}
+        return cls(**values)
 
     def extends(self, earlier: "Preset") -> bool:
         """Whether this preset is ``earlier`` with more budgets appended: a run made with it can grow."""
@@ -161,31 +381,23 @@ class Preset:
                 and replace(self, budgets=earlier.budgets) == earlier)
 
     def with_overrides(self, **kw) -> "Preset":
-        """A copy with the given fields replaced; ``None`` values are ignored."""
+        """A copy with the given fields replaced (each checked); ``None`` values are ignored."""
         kw = {k: v for k, v in kw.items() if v is not None}
-        if "budgets" in kw:
-            kw["budgets"] = tuple(int(b) for b in kw["budgets"])
+        unknown = sorted(set(kw) - {f.name for f in fields(self)})
+        if unknown:
+            raise SaalError(f"unknown preset setting {unknown[0]!r}")
         return replace(self, **kw)
 
 
-#: The choices of the ``demo`` and ``cpu`` presets that differ from the paper (the field defaults).
-MEASURED_BEST = dict(ssl_objective="contrastive", ssl_batch=64, ssl_schedule="cosine", cold_start="saal-typical",
-                     query="cold-start-rule")
+#: What a run made before a field existed did: its value for records that lack the field.
+BEFORE_THE_FIELD = {"ssl_objective": "genesis", "ssl_schedule": "step", "feature_readout": "bottleneck",
+                    "seg_augment": "flips", "seg_train": "supervised", "query_reduction": "mean"}
 
 PRESETS: dict[str, Preset] = {
-    # 60 epochs is a cap with early stopping (patience 5): the step schedule stopped after ~30-48 epochs,
-    # the cosine schedule keeps the contrastive run improving to about the cap. The earlier 8 epochs left
-    # the restoration net under-trained and its features clustered on outliers; see docs/selection.md,
-    # "Coverage of rare sub-populations".
-    # demo and cpu use what measured best on real ISIC 2017 at the scale users have (benchmarks/bench_real.py,
-    # docs/experiments.md): contrastive pretraining (batch 64: SimCLR needs negatives; cosine schedule), the
-    # paper's quotas with the most typical members, and the same rule continued in the later rounds.
-    "demo": Preset(name="demo", ssl_epochs=60, **MEASURED_BEST),
-    "cpu": Preset(
-        name="cpu", image_size=128, test_size=400, synth_n=2000,
-        ssl_epochs=30, ssl_patience=5, seg_steps=800, budgets=(10, 20, 40, 80, 160), seeds=5, **MEASURED_BEST,
-    ),
-    # the published method, whatever the field defaults become
+    "demo": Preset(name="demo"),
+    "cpu": Preset(name="cpu", image_size=128, test_size=400, synth_n=2000, ssl_epochs=30, seg_steps=800,
+                  budgets=(10, 20, 40, 80, 160), seeds=5),
+    # the published method, whatever the defaults become
     "paper": Preset(
         name="paper", image_size=256, base_width=64, test_size=400, synth_n=2000,
         ssl_epochs=100, ssl_batch=16, ssl_lr=1e-3, ssl_patience=20, ssl_objective="genesis", ssl_schedule="step",
@@ -195,12 +407,13 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+#: The method defaults every lower-level setting derives from (the ``demo`` preset).
+DEFAULTS = PRESETS["demo"]
+
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (a one-line :class:`~saal.errors.SaalError` naming the choices otherwise)."""
     try:
         return PRESETS[name]
     except KeyError:
-        from .errors import SaalError
-
         raise SaalError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

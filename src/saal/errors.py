@@ -23,6 +23,14 @@ class DataError(SaalError):
         self.reason = message
 
 
+class UnreadableFile(DataError, ValueError):
+    """A file that should hold JSON or weights but cannot be read back (cut short by a crash, edited by hand).
+
+    Also a ValueError, as the decoders' own errors are: code that treats a damaged cache or record as
+    missing keeps doing so.
+    """
+
+
 class SelectionError(SaalError):
     """A selection request that cannot be met (bad budget, bad features)."""
 

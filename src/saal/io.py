@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import DataError, UnreadableFile
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -63,7 +65,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The JSON value in ``path``; a truncated or garbled file is a one-line DataError naming it.
+
+    (A missing file raises FileNotFoundError: callers decide whether absence is an error.)
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unreadable(path, "JSON", exc) from None
+
+
+def _unreadable(path: str | os.PathLike, what: str, exc: BaseException) -> Exception:
+    return UnreadableFile(f"not a readable {what} file ({exc.__class__.__name__}; was it cut short by a crash or "
+                     "edited by hand?)", path)
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
@@ -106,7 +120,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unreadable(path, "JSON-lines", exc) from None
 
 
 def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
@@ -119,7 +136,31 @@ def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
 
 
 def load_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a state saved by :func:`save_state`, refusing pickled code (``weights_only``)."""
+    """Load a state saved by :func:`save_state`, refusing pickled code (``weights_only``).
+
+    Anything that is not such a state -- a text file, a truncated file, a pickle that would run code --
+    is a one-line DataError naming the file, never a traceback.
+    """
+    import pickle
+    import warnings
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would only clutter the one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # torch's safe loader names what it refused on the line after "WeightsUnpickler error"
+        found = next((b for a, b in zip(lines, lines[1:]) if a.startswith("Please file an issue")), "")
+        reason = f" ({found[:120]})" if found else ""
+        raise DataError(f"refused to load: it holds objects other than tensors and numbers{reason}, which could "
+                        "run code; saal only loads weights it wrote", path) from None
+    except Exception as exc:  # torch's parsers fail on garbage in many ways (IndexError, KeyError, ...)
+        raise _unreadable(path, "weights", exc) from None
+    if not isinstance(state, dict):
+        raise DataError(f"not a weights file (holds a {type(state).__name__}, not a state dict)", path)
+    return state

@@ -9,6 +9,7 @@ epoch without carrying generator state along.
 
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass
 
@@ -69,13 +70,34 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     return g
 
 
+class Stream(enum.IntEnum):
+    """The first key of every random stream drawn from a run's seed: one name per source of randomness.
+
+    Keeping every stream's name in one place is what guarantees that no two of them ever draw the same
+    numbers (a query's picks and the stop set's sample, say). The segmentation round seed
+    (:meth:`saal.active.LoopConfig.round_seed`) is the one seed made otherwise: the numbers it gives are far
+    below the 63-bit seeds of these streams.
+    """
+
+    SSL_SPLIT = 0  # pretraining: which pool images validate
+    SSL_INIT = 1  # pretraining: initial weights
+    SSL_ORDER = 2  # pretraining: batch order, per epoch
+    SSL_DAMAGE = 3  # pretraining: transforms / views, per epoch and rank
+    SSL_VAL = 4  # pretraining: the fixed validation draws
+    SSL_SAMPLES = 5  # pretraining: samples.png
+    STOP_SET = 6  # the pool sample whose predictions are kept every round (saal advise)
+    RANDOM_QUERY = 7  # the random query's picks, per labeled count
+    CROSSVAL_FOLDS = 8  # saal advise's cross-validation folds
+    CROSSVAL_TRAINING = 9  # the training seed of each cross-validation model
+
+
 def stream_seed(seed: int, *key: int) -> int:
-    """A 63-bit seed for the stream ``key`` of ``seed`` (e.g. ``(DAMAGE, epoch, rank)``).
+    """A 63-bit seed for the stream ``key`` of ``seed`` (e.g. ``(Stream.SSL_DAMAGE, epoch, rank)``).
 
     Any key can be re-derived at any time: pretraining uses this to replay an
-    epoch's draws exactly when it resumes.
+    epoch's draws exactly when it resumes. The first key is a :class:`Stream`.
     """
-    state = np.random.SeedSequence([seed, *key]).generate_state(2, dtype=np.uint32)
+    state = np.random.SeedSequence([int(seed), *(int(k) for k in key)]).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 

@@ -17,15 +17,20 @@ Layout::
     RUNDIR/annotate/round_N/         batches for human annotators (saal.pipeline.rounds)
     RUNDIR/report.html               the run's report (saal.pipeline.report)
 
-This module only opens the folder and loads its data; the stages that fill it
-live in :mod:`saal.pipeline`.
+This module opens the folder, loads its data and guards it: :func:`run_lock`
+lets one process at a time change a run (the commands of the human loop hold
+it), so two imports or two trainings never overwrite each other's state. The
+stages that fill the folder live in :mod:`saal.pipeline`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from . import __version__
 from .config import Preset, get_preset
@@ -33,8 +38,13 @@ from .data import LesionData, Split, apply_split, load_dataset, load_split, make
 from .data.embedded import load_embedded
 from .errors import SaalError
 from .io import read_json, write_json
+from .locks import FileLock
 
 RUN_FILE = "run.json"
+#: The lock file of a run directory (it exists while a process holds the run).
+LOCK_FILE = ".saal.lock"
+#: Temporary files and folders of atomic writes are named ``.<name>.<random>.tmp`` (:mod:`saal.io`).
+TEMP_PATTERN = ".*.tmp"
 EMBEDDED = "embedded"
 #: Share of a labeled dataset held out for testing when it is smaller than the preset's pool + test.
 SMALL_DATA_TEST_SHARE = 0.2
@@ -168,3 +178,58 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
     return Workspace(run_dir=run_dir, preset=chosen, seed=seed, source=source, data=loaded, pool=pool,
                      test=test if (test.masks is not None and len(test)) else None,
                      original_sizes=sizes, warnings=notes)
+
+
+_held: dict[Path, int] = {}  # run directories this process holds, with how deep it holds each
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``run_dir`` for this process during the ``with`` block; another process holding it is an error.
+
+    Two processes changing one run (two imports, two trainings) would lose one's update; the second is
+    told in one line who holds the run instead. The lock is re-entrant within a process, taken over when
+    its holder died (a killed process never blocks a run), and on taking it the temporary files that
+    killed writes left behind are removed: no other process can be writing them.
+    """
+    key = Path(run_dir).resolve()
+    if key.exists() and not key.is_dir():
+        raise SaalError(f"{run_dir} exists and is not a directory")
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    lock = FileLock(key / LOCK_FILE)
+    if not lock.acquire():
+        owner = lock.holder()
+        who = owner.describe() if owner is not None else "another process"
+        raise SaalError(f"{run_dir} is in use by another saal command ({who}); wait for it to finish, "
+                        "one command per run at a time")
+    _held[key] = 1
+    try:
+        remove_temp_files(key)
+        yield
+    finally:
+        del _held[key]
+        lock.release()
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files and folders that interrupted atomic writes left in ``run_dir``; returns them.
+
+    Only safe while no process writes in ``run_dir``: :func:`run_lock` calls it when it takes the lock.
+    """
+    removed = []
+    for path in sorted(run_dir.rglob(TEMP_PATTERN), key=lambda p: -len(p.parts)):  # deepest first
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

@@ -35,9 +35,8 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 import torch
 
+from ..config import REDUCTIONS
 from ..errors import SaalError
-
-REDUCTIONS = ("mean", "top10")
 
 
 def reduce_pixels(pixel_scores: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -35,23 +35,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Preset
+from ..config import DEFAULTS, FINETUNE_MODES, INITS, Preset, check_options
 from ..data.dataset import LesionData
-from ..errors import SaalError
-from ..io import atomic_write_bytes, atomic_write_text, load_state, read_json, save_state, write_csv, write_json
+from ..errors import DataError, SaalError
+from ..io import (atomic_write_bytes, atomic_write_text, load_state, read_json, read_jsonl, save_state, write_csv,
+                  write_json)
 from ..models.unet import UNet, UNetConfig
 from ..render.figures import plot_round_curve
 from ..runtime import generator
 from ..segmentation import SegConfig, evaluate, iter_predictions, train_segmentation
-from ..selection.registry import COLD_STARTS, make_cold_start
+from ..selection.registry import make_cold_start
 from .oracle import SimulatedOracle
 from .pool import ActiveSet
 from .queries import Query, make_query
 from .stopset import save_stop_predictions
 
-#: Where the segmentation network starts: the self-supervised weights, or random initialisation.
-INITS = ("ssl", "scratch")
-FINETUNE_MODES = ("restart", "continue")
+#: Rounds a loop can have: what keeps :meth:`LoopConfig.round_seed` distinct across seeds.
+MAX_ROUNDS = 1000
 RECORD_METRICS = ("dice", "iou", "hd95", "assd", "precision", "recall")
 
 
@@ -66,9 +66,11 @@ class LoopConfig:
     seg : SegConfig
         The segmentation training of every round.
     cold_start : str
-        A :mod:`saal.selection` cold start (round 0), e.g. ``"saal"``.
+        A :mod:`saal.selection` cold start (round 0), e.g. ``"saal"``; the ``cold-start-rule`` query continues it.
     query : str
         A :mod:`saal.active.queries` query (rounds >= 1), e.g. ``"entropy"``.
+    reduction : {"mean", "top10"}
+        How the uncertainty queries score an image from its pixels (:mod:`saal.active.heuristics`).
     init : {"ssl", "scratch"}
         Start every round's network from the self-supervised weights, or from random weights.
     finetune : {"restart", "continue"}
@@ -76,36 +78,38 @@ class LoopConfig:
     mc_samples : int
         Dropout samples of the MC-dropout queries (``bald``, ``variance``).
     n_clusters : int
-        k of the paper's k-means criterion (cold start and representative query).
+        k of the clustering cold starts and queries (the cold start, the representative and
+        cold-start-rule queries).
     seed : int
         Seeds the cold start, the queries and every round's training (see :meth:`round_seed`).
     save_models : bool
         Keep every round's model, not only the latest.
 
     Build it with :meth:`from_preset` rather than field by field, so that every
-    caller (``saal run``, ``saal train``, the experiment harness) makes the same loop.
+    caller (``saal run``, ``saal train``, the experiment harness) makes the same loop;
+    the field defaults are :data:`saal.config.DEFAULTS`' and every value is checked
+    against :data:`saal.config.PARAMETER_CONSTRAINTS`.
     """
 
     budgets: tuple[int, ...]
     seg: SegConfig = field(default_factory=SegConfig)
-    cold_start: str = "saal"
-    query: str = "entropy"
-    init: str = "ssl"
+    cold_start: str = DEFAULTS.cold_start
+    query: str = DEFAULTS.query
+    reduction: str = DEFAULTS.query_reduction
+    init: str = DEFAULTS.init
     finetune: str = "restart"
-    mc_samples: int = 8
-    n_clusters: int = 10
+    mc_samples: int = DEFAULTS.mc_samples
+    n_clusters: int = DEFAULTS.n_clusters
     seed: int = 0
     save_models: bool = False
 
     def __post_init__(self):
-        budgets = tuple(int(b) for b in self.budgets)
-        if not budgets or budgets[0] < 1 or any(b <= a for a, b in zip(budgets, budgets[1:])):
-            raise SaalError(f"budgets must be increasing positive label counts, got {list(self.budgets)}")
-        object.__setattr__(self, "budgets", budgets)
-        if self.init not in INITS:
-            raise SaalError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.finetune not in FINETUNE_MODES:
-            raise SaalError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.finetune!r}")
+        if not self.budgets:
+            raise SaalError("budgets must list at least one label count")
+        check_options(budgets=self.budgets, cold_start=self.cold_start, query=self.query,
+                      query_reduction=self.reduction, init=self.init, finetune=self.finetune,
+                      mc_samples=self.mc_samples, n_clusters=self.n_clusters, seed=self.seed)
+        object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
 
     @classmethod
     def from_preset(cls, preset: Preset, *, in_channels: int, budgets: tuple[int, ...] | None = None,
@@ -115,21 +119,22 @@ class LoopConfig:
         ``budgets`` (default: the preset's) and ``steps`` (segmentation steps,
         default: the preset's) override the schedule, ``train`` the training mode
         (``supervised`` or ``semi``, default: the preset's); ``options`` set the other
-        fields (``cold_start``, ``query``, ``init``, all three defaulting to the
-        preset's, ``finetune``, ``seed``, ``save_models``); None values are ignored.
+        fields (``cold_start``, ``query``, ``reduction``, ``init``, ``n_clusters``, all
+        defaulting to the preset's, ``finetune``, ``seed``, ``save_models``); None values are ignored.
         """
         options = {k: v for k, v in options.items() if v is not None}
         overrides = {k: v for k, v in (("steps", steps), ("train", train)) if v is not None}
         seg = SegConfig.from_preset(preset, in_channels=in_channels, **overrides)
-        defaults = {"cold_start": preset.cold_start, "query": preset.query, "init": preset.init}
+        defaults = {"cold_start": preset.cold_start, "query": preset.query, "reduction": preset.query_reduction,
+                    "init": preset.init, "n_clusters": preset.n_clusters}
         return cls(budgets=tuple(budgets or preset.budgets), seg=seg, mc_samples=preset.mc_samples,
-                   n_clusters=preset.n_clusters, **{**defaults, **options})
+                   **{**defaults, **options})
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "LoopConfig":
-        """The config a ``config.json`` describes; fields it predates take their defaults."""
+        """The config a ``config.json`` describes; fields it predates take the value they had then."""
         known = {f for f in cls.__dataclass_fields__ if f in record}
-        values = {k: record[k] for k in known}
+        values = {"reduction": "mean", **{k: record[k] for k in known}}
         values["seg"] = SegConfig(**{k: v for k, v in record.get("seg", {}).items()
                                      if k in SegConfig.__dataclass_fields__})
         return cls(**values)
@@ -150,8 +155,15 @@ class LoopConfig:
                 and replace(self, budgets=earlier.budgets) == earlier)
 
     def round_seed(self, round: int) -> int:
-        """Training and query seed of a round: the same for every cell, so seeds pair across cells."""
-        return self.seed * 1000 + round
+        """Training and query seed of a round: the same for every cell, so seeds pair across cells.
+
+        ``seed * 1000 + round`` for rounds 0-999: distinct for every (seed, round) pair, and kept as it has
+        always been so that every recorded run resumes and grows with the models it started with. Any other
+        stream of a loop is a :func:`saal.runtime.stream_seed` key, which cannot meet these small numbers.
+        """
+        if not 0 <= round < MAX_ROUNDS:
+            raise SaalError(f"round {round} is outside 0-{MAX_ROUNDS - 1}")
+        return self.seed * MAX_ROUNDS + round
 
 
 # ------------------------------------------------------------------------------ the directory
@@ -180,10 +192,7 @@ class LoopDir:
 
     # round records
     def rounds(self) -> list[dict[str, Any]]:
-        path = self.file("rounds.jsonl")
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.file("rounds.jsonl"))
 
     def save_record(self, record: dict[str, Any]) -> None:
         """Add (or replace) the record of ``record['round']``; the file is rewritten atomically."""
@@ -203,13 +212,29 @@ class LoopDir:
         if not (path.is_file() and meta_path.is_file()):
             return None
         meta = read_json(meta_path)
-        model = UNet(UNetConfig(**meta["unet"]))
-        model.load_state_dict(load_state(path))
+        try:
+            model = UNet(UNetConfig(**meta["unet"]))
+            model.load_state_dict(load_state(path))
+        except (KeyError, TypeError, RuntimeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"does not match its {meta_path.name} ({first}); 'saal train' makes it again", path) \
+                from None
         return model.eval(), meta
 
     # annotator masks
     def label_path(self, image_id: str) -> Path:
         return self.file("labels", f"{image_id}.png")
+
+    def read_label(self, image_id: str) -> np.ndarray:
+        """The imported mask of ``image_id``, bool (S, S)."""
+        try:
+            with Image.open(self.label_path(image_id)) as im:
+                return np.asarray(im.convert("L")) >= 128
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"imported mask not readable ({type(exc).__name__}); import its batch again",
+                            self.label_path(image_id)) from None
 
     def save_label(self, image_id: str, mask: np.ndarray) -> None:
         buf = io.BytesIO()
@@ -249,8 +274,7 @@ def labeled_masks(loop: LoopDir, active: ActiveSet, pool: LesionData, ids: Seque
         out[simulated] = np.stack(list(revealed.values()))
     for j, k in enumerate(ids):
         if active.source_of(k) == "annotator":
-            with Image.open(loop.label_path(k)) as im:
-                out[j] = np.asarray(im.convert("L")) >= 128
+            out[j] = loop.read_label(k)
     return out
 
 
@@ -273,9 +297,9 @@ def cold_start_ids(pool: LesionData, budget: int, *, config: LoopConfig, feature
 
 
 def loop_query(config: LoopConfig) -> Query:
-    """The loop's query (rounds >= 1), built from its settings."""
-    cold_start = config.cold_start if config.cold_start in COLD_STARTS else "saal"  # "none": no plan recorded
-    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters, cold_start=cold_start)
+    """The loop's query (rounds >= 1), built from its settings: ``cold-start-rule`` continues ``config.cold_start``."""
+    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters, reduction=config.reduction,
+                      cold_start=config.cold_start)
 
 
 def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, query: Query,

@@ -29,7 +29,9 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 
+from ..config import DEFAULTS, check_options
 from ..errors import SaalError, SelectionError, name_some
+from ..runtime import Stream, stream_seed
 from ..selection.geometry import sqdist_blocks
 from ..selection.kcenter import farthest_first
 from ..selection.registry import make_cold_start
@@ -138,8 +140,8 @@ class Query:
 class RandomQuery(Query):
     """Uniform random picks: the baseline every query must beat.
 
-    The draw is seeded by ``(seed, number labeled)``, so each round gets fresh
-    draws and a resumed run repeats its picks exactly, whatever object makes them.
+    The draw is the :attr:`~saal.runtime.Stream.RANDOM_QUERY` stream of ``(seed, number labeled)``, so each
+    round gets fresh draws and a resumed run repeats its picks exactly, whatever object makes them.
     """
 
     name = "random"
@@ -148,7 +150,7 @@ class RandomQuery(Query):
         super().__init__(None, seed)
 
     def _pick(self, active, candidates, k, scores, features):
-        rng = np.random.default_rng([self.seed, active.n_labeled])
+        rng = np.random.default_rng(stream_seed(self.seed, Stream.RANDOM_QUERY, active.n_labeled))
         return top_k(rng.random(len(candidates)), candidates, k, self.name)
 
 
@@ -215,13 +217,16 @@ class Representative(Query):
     already_selected, seed)``; default: the paper's k-means criterion with 10
     clusters). It is asked for the labeled set plus ``k``, so each round extends
     the labeled set the way the cold start chose it (same seed, same clustering).
+    ``name`` is the query it serves: ``representative`` (the paper's rule) or
+    ``cold-start-rule`` (the run's own cold start).
     """
 
     name = "representative"
     needs_features = True
 
-    def __init__(self, rule: ColdStartRule | None = None, seed: int = 0):
+    def __init__(self, rule: ColdStartRule | None = None, seed: int = 0, name: str = "representative"):
         super().__init__(None, seed)
+        self.name = name
         rule = rule if rule is not None else make_cold_start("saal")
         if not callable(getattr(rule, "select", None)):
             raise SaalError(f"representative: rule {rule!r} has no select(features, budget, already_selected, "
@@ -229,7 +234,7 @@ class Representative(Query):
         self.rule = rule
 
     def __repr__(self) -> str:
-        return f"Representative(rule={self.rule!r}, seed={self.seed})"
+        return f"Representative(rule={self.rule!r}, seed={self.seed}, name={self.name!r})"
 
     def extend(self, features: np.ndarray, labeled_indices: Sequence[int], k: int) -> np.ndarray:
         """Pool rows of ``k`` new images to label, given the pool ``features`` and the labeled rows."""
@@ -304,19 +309,18 @@ QUERIES: dict[str, Callable[..., Query]] = {
     "representative": lambda seed, n_clusters, reduction, cold_start: Representative(
         make_cold_start("saal", n_clusters=n_clusters), seed=seed),
     "cold-start-rule": lambda seed, n_clusters, reduction, cold_start: Representative(
-        make_cold_start(cold_start, n_clusters=n_clusters), seed=seed),
+        make_cold_start(cold_start, n_clusters=n_clusters), seed=seed, name="cold-start-rule"),
     "cluster-entropy": lambda seed, n_clusters, reduction, cold_start: ClusterUncertainty(Entropy(reduction),
                                                                                          seed=seed),
 }
 
 
-def make_query(name: str, *, seed: int = 0, n_clusters: int = 10, reduction: str = "mean",
-               cold_start: str = "saal") -> Query:
+def make_query(name: str, *, seed: int = 0, n_clusters: int = DEFAULTS.n_clusters,
+               reduction: str = DEFAULTS.query_reduction, cold_start: str = DEFAULTS.cold_start) -> Query:
     """The query called ``name`` as a run configures it.
 
     ``n_clusters`` is the k of the clustering rules, ``cold_start`` the run's cold start (which the
     ``cold-start-rule`` query continues), ``reduction`` how the uncertainty heuristics score an image.
     """
-    if name not in QUERIES:
-        raise SaalError(f"unknown query {name!r}; choose from {', '.join(QUERIES)}")
+    check_options(query=name, cold_start=cold_start, query_reduction=reduction, n_clusters=n_clusters)
     return QUERIES[name](seed=seed, n_clusters=n_clusters, reduction=reduction, cold_start=cold_start)

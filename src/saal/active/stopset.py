@@ -25,14 +25,13 @@ import numpy as np
 from ..data.dataset import LesionData
 from ..io import read_csv, write_csv, write_npy
 from ..models.unet import UNet
+from ..runtime import Stream, stream_seed
 from ..segmentation import predict_proba
 
 #: Stop images: enough for a mean Dice stable to a fraction of a point, few enough to predict in a second.
 STOP_SET_SIZE = 64
 STOPSET_FILE = "stopset.csv"
 STOPSET_DIR = "stopset"
-#: Second entropy word of the draw, so the stop set is not the same draw as anything else seeded by the run seed.
-_STREAM = 1517
 
 
 def draw_stop_set(pool_ids: Sequence[str], seed: int, size: int = STOP_SET_SIZE) -> list[str]:
@@ -41,7 +40,7 @@ def draw_stop_set(pool_ids: Sequence[str], seed: int, size: int = STOP_SET_SIZE)
     Depends on the pool and the seed alone, not on what is labeled, so every round and every rerun of a
     run gets the same set.
     """
-    rng = np.random.default_rng([int(seed), _STREAM])
+    rng = np.random.default_rng(stream_seed(seed, Stream.STOP_SET))
     pick = np.sort(rng.choice(len(pool_ids), size=min(size, len(pool_ids)), replace=False))
     return [pool_ids[i] for i in pick]
 

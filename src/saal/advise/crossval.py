@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SaalError
+from ..runtime import Stream, stream_seed
 
 FOLDS = 3
 #: Shares of the other folds' images a model is trained on: three sizes, a doubling apart.
@@ -55,7 +56,7 @@ def crossval_sizes(n: int, folds: int = FOLDS, fractions=FRACTIONS) -> list[int]
 def crossval_plan(n: int, *, folds: int = FOLDS, fractions=FRACTIONS, seed: int = 0) -> list[CrossvalFit]:
     """Every model to train: ``len(fractions) x folds`` of them, each fold's training order fixed by ``seed``."""
     sizes = crossval_sizes(n, folds, fractions)
-    rng = np.random.default_rng([int(seed), 4242])
+    rng = np.random.default_rng(stream_seed(seed, Stream.CROSSVAL_FOLDS))
     fold_of = rng.permutation(n) % folds
     plan = []
     for fold in range(folds):

@@ -19,7 +19,9 @@ _INSPECT_HELP = "\n\n".join([
     "Prints the layout, image counts per part, the original image sizes, mask coverage (lesion share of the image, "
     "empty masks, lesions touching the border) and every problem found: unreadable or truncated files, images "
     "without masks, masks without images, masks of another size than their image, non-binary masks, duplicate ids, "
-    "images over the size limit.",
+    "images over the size limit or under 16 px a side, file names that are not UTF-8 or cannot name the files of an "
+    "annotation batch (':' and the like); and, as a warning, masks drawn with transparency (a transparent pixel is "
+    "background).",
     "The images are decoded once at --size and kept in the cache ($SAAL_CACHE_DIR, default ~/.cache/saal), so a "
     "later run at the same size starts fast. Nothing is written into DIR.",
     "Exit status: 0 when the data is usable; 2, with a one-line reason, when it is not (problems found without "

@@ -1,8 +1,9 @@
 """Entry point of the ``saal`` command.
 
 Each stage's commands live in a module of their own under ``saal.cli`` and are
-registered here. Errors the user can act on (:class:`saal.errors.SaalError`)
-are printed as one line, without a traceback, and exit with status 2.
+registered here. Errors the user can act on (:class:`saal.errors.SaalError`,
+and the parser's complaints about an option) are printed as one line, without
+a traceback, and exit with status 2.
 """
 
 from __future__ import annotations
@@ -61,10 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as ex:
         if _is_usage_error(ex):
-            ex.show()
+            typer.echo(f"error: {_usage_line(ex)}", err=True)
             return ex.exit_code
         raise
     return 0
+
+
+def _usage_line(ex: Exception) -> str:
+    """The parser's complaint as one line, with where to get help (like every other saal error)."""
+    message = ex.format_message() if callable(getattr(ex, "format_message", None)) else str(ex)
+    context = getattr(ex, "ctx", None)
+    where = f" ('{context.command_path} --help' explains the options)" if context is not None else ""
+    return " ".join(message.split()) + where
 
 
 def _is_usage_error(ex: Exception) -> bool:

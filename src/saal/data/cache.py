@@ -29,7 +29,7 @@ import numpy as np
 from .. import io as saal_io
 from ..errors import DataError
 
-CACHE_VERSION = 1  # part of every key: bump it whenever decoding or resizing changes, so old entries are not reused
+CACHE_VERSION = 2  # part of every key: bump it whenever decoding or resizing changes, so old entries are not reused
 MANIFEST = "manifest.json"
 _HASH_ROWS = 64  # rows of an array hashed at a time, so a memory map is read in bounded pieces
 
@@ -66,7 +66,9 @@ def fingerprint(root: Path, files: Sequence[Path]) -> dict[str, Any]:
     h = hashlib.sha256()
     for f in sorted(files):
         st = f.stat()
-        h.update(f"{f.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        line = f"{f.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n"
+        # surrogateescape: a file name that is not UTF-8 (skipped by the scan) still counts, byte for byte
+        h.update(line.encode("utf-8", "surrogateescape"))
     return {"files": len(files), "sha256": h.hexdigest()}
 
 

@@ -4,7 +4,10 @@
 arrays land in the cache and the later run starts fast), always leaving bad
 files out so that *every* problem is listed, not just the first. The report
 says whether the data is usable as is: with problems it is usable only when
-the user accepts skipping them (``skip_bad``).
+the user accepts skipping them (``skip_bad``). Problems include what training
+would refuse later (file names that are not UTF-8, ids that cannot name an
+annotation batch's files, images under the minimum side); masks with
+transparent pixels, read by the loader's alpha rule, are listed as a warning.
 """
 
 from __future__ import annotations

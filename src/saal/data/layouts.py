@@ -10,7 +10,11 @@ the problem report are written once:
 * unlabeled: ``images/`` without ``masks/``, or a flat folder of images.
 
 Nothing here decodes pixels: the result is a list of :class:`Item` plus the
-pairing problems found, each as ``(path, reason)``.
+pairing problems found, each as ``(path, reason)``. File names are checked
+here too, so that a bad one is refused (or skipped) before anything is
+trained: a name that is not UTF-8, and an image whose id could not name the
+files of an annotation batch (:func:`.names.id_problem`, the rule the
+annotation export applies).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .imageio import is_image_file
+from .names import id_problem, is_utf8, printable_name, printable_path, shown
 
 GROUPS_FILE = "saal_synth_groups.csv"
 MASK_SUFFIXES = ("_segmentation", "_mask", "_lesion")  # matched case-insensitively; a bare stem works too
@@ -137,6 +142,24 @@ def _image_files(folder: Path) -> list[Path]:
                   if is_image_file(p) and not p.stem.lower().endswith(IGNORED_IMAGE_SUFFIXES))
 
 
+def _usable_names(files: list[Path], *, images: bool) -> tuple[list[Path], list[Problem], set[str]]:
+    """Split off files whose names saal cannot use; returns the rest, the problems and the refused image ids."""
+    kept: list[Path] = []
+    problems: list[Problem] = []
+    refused: set[str] = set()
+    for f in files:
+        why = None if is_utf8(f.name) else "file name is not valid UTF-8 (shown with \\x escapes); rename the file"
+        if why is None and images and (bad_id := id_problem(f.stem)) is not None:
+            why = (f"image id {shown(f.stem)} cannot name the files of an annotation batch ({bad_id}); "
+                   "rename the file")
+        if why is None:
+            kept.append(f)
+        else:
+            problems.append((printable_path(f), why))
+            refused.add(f.stem)
+    return kept, problems, refused
+
+
 def mask_id(stem: str) -> str:
     """The image id a mask file belongs to: its stem without a known mask suffix."""
     low = stem.lower()
@@ -169,9 +192,14 @@ def scan_layout(layout: Layout, *, with_masks: bool = True) -> Scan:
     for part in layout.parts:
         imgs = _image_files(part.image_dir) if part.image_dir is not None else []
         masks = _image_files(part.mask_dir) if (with_masks and part.mask_dir is not None) else []
+        files += imgs + masks
+        imgs, bad_images, refused = _usable_names(imgs, images=True)
+        masks, bad_masks, _ = _usable_names(masks, images=False)
+        problems += bad_images + bad_masks
+        # the mask of a refused image is left out silently: the image's problem says what to fix
+        masks = [m for m in masks if mask_id(m.stem) not in refused]
         images_by_part.append(_group_by_id(imgs, lambda s: s))
         masks_by_part.append(_group_by_id(masks, mask_id))
-        files += imgs + masks
     labeled = any(masks_by_part)
     if with_masks and not labeled and any(p.mask_dir is not None for p in layout.parts):
         empty = ", ".join(p.mask_dir.name for p in layout.parts if p.mask_dir is not None)
@@ -212,7 +240,7 @@ def scan_layout(layout: Layout, *, with_masks: bool = True) -> Scan:
                 problems.append((str(m), f"mask has no image (no image with id {k!r} in {where})"))
 
     if layout.name == "flat":
-        lookalikes = [p.name for p in layout.parts[0].image_dir.iterdir()
+        lookalikes = [printable_name(p.name) for p in layout.parts[0].image_dir.iterdir()
                       if is_image_file(p) and mask_id(p.stem) != p.stem]
         if lookalikes:
             layout.warnings.append(f"{len(lookalikes)} file(s) named like masks (e.g. {lookalikes[0]}) are loaded "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io as saal_io
-from ..errors import DataError
+from ..errors import DataError, name_some
 from . import cache as cache_mod
 from .dataset import LesionData
 from .imageio import DEFAULT_MAX_PIXELS
@@ -50,6 +50,15 @@ def read_groups(root: Path, ids: list[str]) -> list[str] | None:
         raise DataError(f"needs the columns image_id,group; found {','.join(rows[0])}", path)
     tags = {r["image_id"]: r["group"] for r in rows}
     return [tags.get(i, "") for i in ids]
+
+
+def _transparency_note(paths: list[str]) -> list[str]:
+    """The warning (none or one) for masks that held transparent pixels: read by a rule, so worth a look."""
+    if not paths:
+        return []
+    return [f"{len(paths)} mask(s) have transparent pixels: {name_some(paths, 3)}; read as transparent = "
+            "background, and where the visible pixels share one colour, the opaque part is the lesion (check "
+            "them on a contact sheet: saal data inspect --sheet)"]
 
 
 def _first_error(problems: list[Problem], hint: str = "") -> DataError:
@@ -98,7 +107,7 @@ def load_dataset(path: str | os.PathLike, *, image_size: int = 64, grayscale: bo
                 raise _first_error([tuple(p) for p in m["skipped"]], SKIP_HINT)
             return _result(root, layout, m["ids"], m["sources"], m["subsets"], entry.images, entry.masks,
                            [tuple(s) for s in m["original_sizes"]], [tuple(p) for p in m["skipped"]],
-                           warnings, cache_hit=True, cache_path=folder)
+                           warnings + _transparency_note(m["transparent_masks"]), cache_hit=True, cache_path=folder)
         if why.startswith("cache entry"):
             warnings.append(why)
 
@@ -115,7 +124,8 @@ def load_dataset(path: str | os.PathLike, *, image_size: int = 64, grayscale: bo
     if folder is not None:
         manifest = {"key": key, "source": source, "root": str(root.resolve()), "layout": layout.name,
                     "ids": ids, "sources": sources, "subsets": subsets,
-                    "original_sizes": decoded.original_sizes, "skipped": skipped}
+                    "original_sizes": decoded.original_sizes, "skipped": skipped,
+                    "transparent_masks": decoded.transparent_masks}
         try:
             entry = cache_mod.write_entry(folder, images, masks, manifest)
             images, masks = entry.images, entry.masks
@@ -123,7 +133,7 @@ def load_dataset(path: str | os.PathLike, *, image_size: int = 64, grayscale: bo
             warnings.append(f"could not write the cache at {folder} ({ex}); continuing without it")
             folder = None
     return _result(root, layout, ids, sources, subsets, images, masks, decoded.original_sizes, skipped,
-                   warnings, cache_hit=False, cache_path=folder)
+                   warnings + _transparency_note(decoded.transparent_masks), cache_hit=False, cache_path=folder)
 
 
 def _result(root, layout, ids, sources, subsets, images: np.ndarray, masks: np.ndarray | None, sizes,

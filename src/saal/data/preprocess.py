@@ -50,16 +50,17 @@ class Decoded:
     kept: list[int]  # positions in the item list that decoded
     original_sizes: list[tuple[int, int]]  # (width, height) of each kept image
     problems: list[Problem]
+    transparent_masks: list[str]  # kept masks with transparent pixels, read by imageio's alpha rule
 
 
-def _decode_one(item: Item, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+def _decode_one(item: Item, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], bool]:
     image, size = read_image(item.image, size=prep.image_size, grayscale=prep.grayscale,
                              max_pixels=prep.max_pixels)
-    mask = None
+    mask, transparent = None, False
     if item.mask is not None:
-        mask = read_mask(item.mask, size=prep.image_size, image_size=size, image_path=item.image,
-                         max_pixels=prep.max_pixels)
-    return image, mask, size
+        mask, transparent = read_mask(item.mask, size=prep.image_size, image_size=size, image_path=item.image,
+                                      max_pixels=prep.max_pixels)
+    return image, mask, size, transparent
 
 
 def _safe(item: Item, prep: Preprocessing):
@@ -85,6 +86,7 @@ def decode_items(items: Sequence[Item], prep: Preprocessing, *, labeled: bool, s
     kept: list[int] = []
     sizes: list[tuple[int, int]] = []
     problems: list[Problem] = []
+    transparent_masks: list[str] = []
     bar = Progress(TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=True, disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -99,10 +101,12 @@ def decode_items(items: Sequence[Item], prep: Preprocessing, *, labeled: bool, s
                         raise result
                     problems.append((result.path or str(items[i].image), result.reason))
                 else:
-                    image, mask, size = result
+                    image, mask, size, transparent = result
                     images[len(kept)] = image
                     if masks is not None:
                         masks[len(kept)] = mask
+                    if transparent:
+                        transparent_masks.append(str(items[i].mask))
                     kept.append(i)
                     sizes.append(size)
                 bar.advance(task)
@@ -114,4 +118,4 @@ def decode_items(items: Sequence[Item], prep: Preprocessing, *, labeled: bool, s
     if len(kept) < n:
         images = images[: len(kept)].copy()
         masks = None if masks is None else masks[: len(kept)].copy()
-    return Decoded(images, masks, kept, sizes, problems)
+    return Decoded(images, masks, kept, sizes, problems, transparent_masks)

@@ -3,7 +3,7 @@
 Running: :mod:`.matrix` (the cells), :mod:`.tasks` (a cell at a seed, and the shared stage's
 products), :mod:`.runner` (:func:`run_experiment`: shared stage, claimed cells, resumable and
 parallel; ``--report-only``), :mod:`.slurm` (the same tasks as Slurm jobs through submitit),
-:mod:`.locks` (the lock files processes coordinate through), :mod:`.collect` (finished cells ->
+:mod:`saal.locks` (the lock files processes coordinate through), :mod:`.collect` (finished cells ->
 ``results.csv``) and :mod:`.report` (summary, curves, pictures, ``report.html``).
 
 Reading results works from ``results.csv`` alone: :mod:`.results` (the table), :mod:`.stats`

@@ -17,13 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..active.loop import INITS
-from ..active.queries import QUERIES
-from ..config import Preset
+from ..config import COLD_STARTS, INITS, QUERIES, TRAIN_MODES, Preset
 from ..errors import SaalError
-from ..segmentation.trainer import TRAIN_MODES
-from ..selection.registry import COLD_STARTS
 from .results import FULL_SUPERVISION
+
 #: Cold starts of the default matrix, in report order (the preset's own cold start is added when missing).
 DEFAULT_COLD_STARTS = ("random", "saal", "typiclust", "kcenter")
 

@@ -30,7 +30,7 @@ from ..segmentation import evaluate, save_prediction_overlays
 from ..selection import make_cold_start
 from ..selection.figures import selection_sheet
 from .collect import RESULTS_FILE
-from .locks import LOCKS_DIR, locked
+from ..locks import LOCKS_DIR, locked
 from .matrix import Cell
 from .plots import plot_learning_curves
 from .results import Results, load_results

@@ -39,7 +39,7 @@ from ..pipeline import pool_features, ssl_weights
 from ..runtime import use_device
 from ..workspace import RUN_FILE, Workspace, open_workspace
 from .collect import collect_results, finished_cells, read_done, write_done
-from .locks import LOCKS_DIR, FileLock, LockOwner, current_owner, locked
+from ..locks import LOCKS_DIR, FileLock, LockOwner, current_owner, locked
 from .matrix import build_matrix, resolve_seeds
 from .report import write_experiment_report
 from .tasks import Encoder, Shared, Task, loop_config, plan_tasks

@@ -39,7 +39,7 @@ from ..errors import SaalError
 from ..io import append_jsonl, read_jsonl
 from ..progress import say
 from ..runtime import check_device, use_device
-from .locks import FileLock
+from ..locks import FileLock
 from .runner import (ReportOutcome, check_matrix_options, check_out_dir, claim_loop, is_done, open_experiment,
                      plan_experiment, prepare, report_experiment)
 from .tasks import Task

@@ -18,7 +18,7 @@ from ..active.loop import LoopConfig
 from ..config import Preset
 from ..data.dataset import LesionData
 from .collect import task_dir
-from .locks import LOCKS_DIR
+from ..locks import LOCKS_DIR
 from .matrix import FULL_CELL, Cell
 
 

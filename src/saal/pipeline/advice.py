@@ -21,6 +21,7 @@ from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..io import read_json, read_jsonl, write_json
 from ..progress import StepProgress
+from ..runtime import Stream, stream_seed
 from ..workspace import RUN_FILE
 from .rounds import ACTIVE_DIR
 
@@ -95,7 +96,7 @@ def crossval_images(labeled: LesionData, config: LoopConfig, state: dict | None,
     with StepProgress(f"cross-validation on {len(labeled)} labeled images", n_models, enabled=progress) as bar:
         def score(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
             model, _ = train_segmentation(labeled.subset(train), seg, init_state=state, transfer=transfer,
-                                          seed=config.round_seed(10_000 + bar.completed), progress=False)
+                                          seed=stream_seed(config.seed, Stream.CROSSVAL_TRAINING, bar.completed), progress=False)
             result = evaluate(model, labeled.subset(held_out), device=seg.device)
             bar.update(advance=1)
             return np.array([row["dice"] for row in result.rows])

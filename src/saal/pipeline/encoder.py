@@ -2,7 +2,11 @@
 
 Selection, training and the representative / diversity queries all read the
 same two things, so they are made once per run directory and reused: the
-restoration U-Net in ``ssl/`` and the pool's bottleneck features in ``features/``.
+self-supervised U-Net in ``ssl/`` and the pool's bottleneck features in
+``features/``. What the U-Net learned depends on its pretraining objective
+(the preset's; :func:`saal.ssl.describe_objective`): contrastive (demo and cpu)
+trains the encoder, whose bottleneck gives the features, and leaves the decoder
+as initialised; Models Genesis restoration (paper) trains encoder and decoder.
 
 The pretraining seed is the run's seed unless a call names another
 (``ssl_seed``): an experiment that samples the pretraining too keeps each other
@@ -20,9 +24,11 @@ import numpy as np
 from ..errors import SaalError, SelectionError
 from ..io import load_state, read_json
 from ..models.unet import UNet, UNetConfig
+from ..progress import say
 from ..runtime import resolve_device
 from ..selection import extract_features, load_features, model_fingerprint, save_features
 from ..ssl import PretrainConfig, pretrain
+from ..ssl.pretrain import SSL_DIR
 from ..workspace import Workspace
 
 FEATURES_DIR = "features"
@@ -45,13 +51,37 @@ def ssl_weights(ws: Workspace, *, ssl_seed: int | None = None, epochs: int | Non
 
     Pretraining sees the pool only, never the test images; a finished run is
     reused, an interrupted one continued (see :func:`saal.ssl.pretrain`).
-    ``ssl_seed`` (default: the run's seed) chooses the pretraining run.
+    ``ssl_seed`` (default: the run's seed) chooses the pretraining run. A stage
+    that asks for no settings of its own (``epochs`` None, no ``force``) uses the
+    pretraining the run already holds as it was made (``saal pretrain --epochs 1``
+    then ``saal select``), and says so when that differs from the preset.
     """
     config = PretrainConfig.from_preset(ws.preset, epochs=epochs)
     seed = ws.seed if ssl_seed is None else int(ssl_seed)
-    result = pretrain(ws.pool, ssl_root(ws, seed), config=config, seed=seed, device=device, resume=resume,
-                      force=force, progress=progress)
+    root = ssl_root(ws, seed)
+    if epochs is None and not force:
+        held = held_pretraining(root)
+        if held is not None and held != config:
+            have, want = held.to_dict(), config.to_dict()
+            made = ", ".join(f"{k}={have[k]!r}" for k in sorted(want) if have.get(k) != want[k])
+            say(f"using the pretraining in {root / SSL_DIR} as it was made ({made}; the preset's differ): "
+                "'saal pretrain --force' redoes it with the preset's settings")
+            config = held
+    result = pretrain(ws.pool, root, config=config, seed=seed, device=device, resume=resume, force=force,
+                      progress=progress)
     return result.weights_path
+
+
+def held_pretraining(root: Path) -> PretrainConfig | None:
+    """The settings of the pretraining in ``root/ssl`` (finished, or interrupted with a checkpoint); None if none."""
+    meta, checkpoint = root / SSL_DIR / "model.json", root / SSL_DIR / "checkpoint.pt"
+    if meta.is_file():
+        recorded = read_json(meta).get("training")
+    elif checkpoint.is_file():
+        recorded = load_state(checkpoint).get("fingerprint", {}).get("config")
+    else:
+        return None
+    return PretrainConfig.from_dict(recorded) if isinstance(recorded, dict) else None
 
 
 def ssl_state(ws: Workspace, init: str, *, ssl_seed: int | None = None, progress: bool = True) -> dict | None:

@@ -4,7 +4,8 @@ From the run directory's files alone: the learning curve (Dice and HD95 after
 each round) beside the rounds table, how many more labels are likely to pay
 (:mod:`saal.advise`), the images the cold start chose (in colour,
 as the annotator sees them, with the model's input, cluster and distance), the
-pool map, what the self-supervised warm-up learned to restore, and the final
+pool map, what the self-supervised warm-up trained and shows (in the words of
+its objective: restorations, or the views it learned to match), and the final
 model's best and worst test images.
 """
 
@@ -22,9 +23,11 @@ from ..render import html
 from ..render.html import Table
 from ..segmentation import evaluate, save_prediction_overlays
 from ..selection import read_selection_manifest
+from ..ssl import describe_objective
 from ..ssl.pretrain import SSL_DIR
 from ..workspace import EMBEDDED, Workspace
 from .advice import advise_run
+from .encoder import held_pretraining
 from .rounds import loop_dir
 from .select import SELECTION_DIR, SELECTION_FILE, THUMBNAIL_PX
 
@@ -34,6 +37,19 @@ N_OVERLAY = 4
 
 def _number(value, fmt: str) -> str:
     return fmt.format(value) if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def warm_up_caption(ws: Workspace) -> str:
+    """The caption of ``ssl/samples.png`` in the words of the objective that made it.
+
+    A contrastive run trains no decoder and shows views, a restoration run shows
+    restorations: the words must be the run's. The pretraining the run holds
+    (finished or interrupted) says which objective made the picture; before any,
+    the preset's.
+    """
+    held = held_pretraining(ws.run_dir)
+    objective = held.objective if held is not None else ws.preset.ssl_objective
+    return f"Self-supervised warm-up ({objective}). {describe_objective(objective)}"
 
 
 def rounds_table(rounds: list[dict]) -> Table:
@@ -123,8 +139,7 @@ def write_run_report(ws: Workspace, config: LoopConfig) -> Path | None:
                          "coloured by cluster", pool_map))
     samples = ws.path(SSL_DIR, "samples.png")
     if samples.is_file():
-        pictures.append(("Self-supervised warm-up: damaged input, the network's restoration and the original, "
-                         "for held-out pool images", samples))
+        pictures.append((warm_up_caption(ws), samples))
     sections.append(html.gallery("Pool and warm-up", pictures))
     overlays = _prediction_overlays(ws, loaded[0])
     sections.append(f"<h2>Final model ({rounds[-1]['n_labeled']} labels): best and worst test images</h2>\n"

@@ -8,22 +8,30 @@ as plain files in ``RUN/active/`` (the loop directory, see
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..active import LoopConfig, LoopDir, export_batch, read_manifest
-from ..active.annotate import Preannotations, format_writer, import_annotations_from, is_batch_folder, preannotate
+from ..active.annotate import (FORMATS, Preannotations, format_writer, import_annotations_from, is_batch_folder,
+                               preannotate)
 from ..active.loop import loop_query, plot_curve, query_ids, train_and_evaluate
-from ..errors import SaalError
-from ..io import read_json, write_json
-from ..workspace import Workspace
+from ..active.pool import ActiveSet
+from ..config import check_options
+from ..errors import DataError, SaalError, name_some
+from ..io import append_jsonl, atomic_write_bytes, read_json, write_json
+from ..progress import say
+from ..workspace import Workspace, run_lock
 from .encoder import pool_features, ssl_state
-from .select import plan_cold_start, selection_plan
+from .select import run_plan, selection_plan
 
 ACTIVE_DIR = "active"
 ANNOTATE_DIR = "annotate"
 PENDING_FILE = "pending.json"
+#: Masks replaced with ``--replace`` are kept here (``<id>.<n>.png``), listed in ``replaced.jsonl``.
+REPLACED_DIR = "replaced"
 
 
 def loop_dir(ws: Workspace) -> LoopDir:
@@ -32,8 +40,16 @@ def loop_dir(ws: Workspace) -> LoopDir:
 
 
 def run_loop_config(ws: Workspace, **options: Any) -> LoopConfig:
-    """The loop settings of this run: its preset, its images' channels, its seed unless ``options`` give one."""
-    return LoopConfig.from_preset(ws.preset, in_channels=ws.pool.channels, **{"seed": ws.seed, **options})
+    """The loop settings of this run: its preset, its images' channels, its seed, and its selection plan.
+
+    The cold start and k of the clustering are the plan's (``saal select``'s) when the run has one, so the
+    ``cold-start-rule`` query continues the selection that was made, not the preset's; ``options`` (None
+    ignored) override any of them.
+    """
+    plan = run_plan(ws)
+    held = {} if plan is None else {"cold_start": plan.cold_start, "n_clusters": plan.n_clusters}
+    options = {k: v for k, v in options.items() if v is not None}
+    return LoopConfig.from_preset(ws.preset, in_channels=ws.pool.channels, **{"seed": ws.seed, **held, **options})
 
 
 def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "restart", steps: int | None = None,
@@ -41,29 +57,32 @@ def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "rest
     """Train on every image labeled so far, evaluate on the test split (when it has masks), record the round.
 
     ``init`` (default: the preset's) says where the network starts: ``ssl`` or ``scratch``; ``train``
-    (default: the preset's) whether the pool's unlabeled images join in: ``supervised`` or ``semi``.
+    (default: the preset's) whether the pool's unlabeled images join in: ``supervised`` or ``semi``;
+    ``finetune`` whether it starts from ``init`` (``restart``) or from the previous round's model
+    (``continue``).
     """
-    init = init or ws.preset.init
-    loop = loop_dir(ws)
-    active = loop.load_active(ws.pool.ids)
-    if active.n_labeled == 0:
-        raise SaalError("no image is labeled yet: 'saal query' exports the first batch to annotate, "
-                        "'saal annotate import DIR' adds the masks")
-    round = max(active.round_of(k) or 0 for k in active.labeled_ids)
-    config = run_loop_config(ws, budgets=(active.n_labeled,), steps=steps, cold_start=plan_cold_start(ws),
-                             query=_last_query(loop), init=init, finetune=finetune, train=train)
-    _, record = train_and_evaluate(loop, active, ws.pool, ws.test, config=config, round=round,
-                                   ssl_state=ssl_state(ws, init, progress=progress), progress=progress)
-    plot_curve(loop, title=f"{config.cold_start} cold start, {init} init: Dice after each round")
+    check_options(init=init, finetune=finetune, seg_steps=steps, seg_train=train)
+    with run_lock(ws.run_dir):
+        loop = loop_dir(ws)
+        active = loop.load_active(ws.pool.ids)
+        if active.n_labeled == 0:
+            raise SaalError("no image is labeled yet: 'saal query' exports the first batch to annotate, "
+                            "'saal annotate import DIR' adds the masks")
+        config = run_loop_config(ws, budgets=(active.n_labeled,), steps=steps, query=_last_query(loop),
+                                 init=init, finetune=finetune, train=train)
+        _, record = train_and_evaluate(loop, active, ws.pool, ws.test, config=config, round=newest_round(active),
+                                       ssl_state=ssl_state(ws, config.init, progress=progress), progress=progress)
+        plot_curve(loop, title=f"{config.cold_start} cold start, {config.init} init: Dice after each round")
     return record
 
 
-def _last_query(loop: LoopDir) -> str:
+def _last_query(loop: LoopDir) -> str | None:
+    """The query that chose the newest batch (None before any: the preset's is recorded)."""
     pending = loop.file(PENDING_FILE)
     if not pending.is_file():
-        return "none"
+        return None
     record = read_json(pending)
-    return record.get("query", record.get("strategy", "none"))  # "strategy": written before 0.2
+    return record.get("query", record.get("strategy"))  # "strategy": written before 0.2
 
 
 @dataclass
@@ -73,71 +92,109 @@ class QueryResult:
     batch_dir: Path | None  # the folder for annotators; None when the oracle labeled them at once
 
 
-def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None, oracle: bool = False,
-               format: str = "folder", document_root: str | os.PathLike | None = None,
+def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None, reduction: str | None = None,
+               oracle: bool = False, format: str = "folder", document_root: str | os.PathLike | None = None,
                image_url: str | None = None, progress: bool = True) -> QueryResult:
     """Pick the next images to annotate and export them for annotators (or label them from the data's masks).
 
     The first batch is the cold-start plan (``selection.csv``); later ones are
-    chosen by ``query`` (default: the preset's) with the newest model, which
-    must have been trained on the current labeled set. The batch is exported as
-    ``format`` (``folder``, ``labelstudio``, ``cvat``), with that model's masks
-    as pre-annotations; Label Studio finds the images under ``document_root``
-    (default: the run directory) or at ``image_url``.
+    chosen by ``query`` (default: the preset's; ``cold-start-rule`` continues the
+    plan's cold start with the plan's k) with the newest model, which must have
+    been trained on the current labeled set when the query reads predictions
+    (scored per image by ``reduction``, default: the preset's). The
+    batch is exported as ``format`` (``folder``, ``labelstudio``, ``cvat``), with
+    that model's masks as pre-annotations; Label Studio finds the images under
+    ``document_root`` (default: the run directory) or at ``image_url``.
     """
-    loop = loop_dir(ws)
-    active = loop.load_active(ws.pool.ids)
-    pending_file = loop.file(PENDING_FILE)
-    if pending_file.is_file():
-        pending = read_json(pending_file)
-        waiting = [i for i in pending["ids"] if i not in set(active.labeled_ids)]
-        if waiting:
-            raise SaalError(f"round {pending['round']} still waits for {len(waiting)} mask(s): annotate "
-                            f"{pending['batch_dir']} and run 'saal annotate import {pending['batch_dir']}'")
-    config = run_loop_config(ws, query=query)
-    round = _next_round(active)
-    batch_dir = ws.path(ANNOTATE_DIR, f"round_{round}")
-    writer = None if oracle else format_writer(format, batch_dir, document_root=document_root or ws.run_dir,
-                                               image_url=image_url)
-    model = _current_model(loop, active.n_labeled)
-    if active.n_labeled == 0:
-        plan = selection_plan(ws)
-        ids = plan if k is None else plan[:k]
-    else:
-        k = k or _next_increment(ws.preset.budgets, active.n_labeled)
-        chooser = loop_query(config)
-        if chooser.needs_predictions and model is None:
-            raise SaalError(f"the {config.query} query needs a model trained on the {active.n_labeled} labeled "
-                            "images: run 'saal train' first")
-        features = pool_features(ws, progress=progress) if chooser.needs_features else None
-        ids = query_ids(model if chooser.needs_predictions else None, active, ws.pool, k, query=chooser,
-                        features=features, mc_samples=config.mc_samples, seed=config.round_seed(round))
-    record = {"round": round, "ids": ids, "query": config.query}
-    if oracle:
-        if ws.pool.masks is None:
-            raise SaalError("--oracle needs data with masks; export the batch for annotators instead")
-        active.label(ids, round=round, source="cold-start" if round == 0 else "oracle")
-        loop.save_active(active)
-        write_json(pending_file, {**record, "batch_dir": ""})
-        return QueryResult(round, ids, None)
-    proposals = _proposals(model, ws, ids, round) if model is not None else None
-    batch_dir = export_batch(batch_dir, ids, ws.pool, round=round, preannotations=proposals,
-                             writers=[writer] if writer else [])
-    write_json(pending_file, {**record, "batch_dir": str(batch_dir)})
+    check_options(query=query, query_reduction=reduction, k=k)
+    if format not in FORMATS:
+        raise SaalError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if oracle and ws.pool.masks is None:
+        raise SaalError("--oracle needs data with masks; export the batch for annotators instead")
+    with run_lock(ws.run_dir):
+        loop = loop_dir(ws)
+        active = loop.load_active(ws.pool.ids)
+        pending = _pending(ws, loop)
+        if pending is not None:
+            waiting = [i for i in pending["ids"] if i not in set(active.labeled_ids)]
+            if waiting:
+                folder = pending["batch_dir"]
+                raise SaalError(f"round {pending['round']} still waits for {len(waiting)} mask(s): annotate {folder} "
+                                f"and run 'saal annotate import {folder}'")
+        config = run_loop_config(ws, query=query, reduction=reduction)
+        round = newest_round(active) + 1
+        batch_dir = ws.path(ANNOTATE_DIR, f"round_{round}")
+        writer = None if oracle else format_writer(format, batch_dir, document_root=document_root or ws.run_dir,
+                                                   image_url=image_url)
+        model = _current_model(loop, active)
+        if active.n_labeled == 0:
+            plan = selection_plan(ws)
+            ids = plan if k is None else plan[:k]
+        else:
+            k = k or _next_increment(ws.preset.budgets, active.n_labeled)
+            chooser = loop_query(config)
+            if chooser.needs_predictions and model is None:
+                raise SaalError(f"the {config.query} query needs a model trained on the {active.n_labeled} labeled "
+                                "images: run 'saal train' first")
+            if model is None and not oracle:
+                say(f"no model is trained on the {active.n_labeled} labeled images yet: the batch goes out "
+                    "without pre-annotations ('saal train' first to get them)")
+            plan = run_plan(ws)
+            features = (pool_features(ws, plan.weights if plan else None, progress=progress)
+                        if chooser.needs_features else None)
+            ids = query_ids(model if chooser.needs_predictions else None, active, ws.pool, k, query=chooser,
+                            features=features, mc_samples=config.mc_samples, seed=config.round_seed(round))
+        record = {"round": round, "ids": ids, "query": config.query}
+        if oracle:
+            active.label(ids, round=round, source="cold-start" if round == 0 else "oracle")
+            loop.save_active(active)
+            write_json(loop.file(PENDING_FILE), {**record, "batch_dir": ""})
+            return QueryResult(round, ids, None)
+        proposals = _proposals(model, ws, ids, round) if model is not None else None
+        batch_dir = export_batch(batch_dir, ids, ws.pool, round=round, preannotations=proposals,
+                                 writers=[writer] if writer else [])
+        # relative to the run: a run folder moved elsewhere still finds its batch
+        write_json(loop.file(PENDING_FILE), {**record, "batch_dir": batch_dir.relative_to(ws.run_dir).as_posix()})
     return QueryResult(round, ids, batch_dir)
 
 
-def _next_round(active) -> int:
-    """The round the next batch belongs to: 0 before any label, else one after the newest labeled round."""
-    return max((active.round_of(i) or 0 for i in active.labeled_ids), default=-1) + 1
+def newest_round(active: ActiveSet) -> int:
+    """The round of the newest labeled batch (-1 before any label)."""
+    return max((active.round_of(i) or 0 for i in active.labeled_ids), default=-1)
 
 
-def _current_model(loop: LoopDir, n_labeled: int):
-    """The newest model when it was trained on exactly the current labeled set, else None."""
-    if n_labeled == 0:
+def _pending(ws: Workspace, loop: LoopDir) -> dict[str, Any] | None:
+    """The newest exported batch (``pending.json``) with ``batch_dir`` as a path (None before any)."""
+    path = loop.file(PENDING_FILE)
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("ids"), list) or "round" not in record:
+        raise DataError("not a record of the exported batch; delete it only if no batch waits for masks", path)
+    folder = Path(record.get("batch_dir") or "")
+    if record.get("batch_dir") and not folder.is_absolute():
+        folder = ws.run_dir / folder
+    elif record.get("batch_dir") and not folder.is_dir():  # written before 0.2 as an absolute path: moved run
+        folder = ws.path(ANNOTATE_DIR, f"round_{record['round']}")
+    return {**record, "batch_dir": folder if record.get("batch_dir") else None}
+
+
+def _current_model(loop: LoopDir, active: ActiveSet):
+    """The newest model when it was trained on exactly the current labeled set and its round is recorded.
+
+    A model without its round record means a training was killed between saving the model and recording
+    its evaluation: the round must be trained again before anything is queried from it.
+    """
+    if active.n_labeled == 0:
         return None
     loaded = loop.load_model("latest")
-    return loaded[0] if loaded is not None and loaded[1]["n_labeled"] == n_labeled else None
+    if loaded is None or sorted(loaded[1].get("labeled_ids", [])) != sorted(active.labeled_ids):
+        return None
+    round = newest_round(active)
+    if not any(r.get("round") == round and r.get("n_labeled") == active.n_labeled for r in loop.rounds()):
+        raise SaalError(f"the training of round {round} ({active.n_labeled} labels) stopped before it was recorded "
+                        "(killed?): run 'saal train' again, it redoes the round")
+    return loaded[0]
 
 
 def _proposals(model, ws: Workspace, ids: list[str], round: int) -> Preannotations:
@@ -153,46 +210,115 @@ def _next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:
     return budgets[-1] - budgets[-2] if len(budgets) > 1 else budgets[-1]
 
 
-def import_annotations(ws: Workspace, source: str | os.PathLike, *,
-                       batch: str | os.PathLike | None = None) -> list[str]:
-    """Add the masks annotators made for an exported batch to the labeled set; returns the ids added.
+@dataclass
+class ImportResult:
+    """What an import recorded: the ids newly labeled, those whose masks ``replace`` changed, and those whose
+    imported mask differs from the recorded one but was left alone (no ``replace``)."""
+
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+
+
+def import_annotations(ws: Workspace, source: str | os.PathLike, *, batch: str | os.PathLike | None = None,
+                       replace: bool = False) -> ImportResult:
+    """Add the masks annotators made for an exported batch to the labeled set.
 
     ``source`` is the batch folder (PNG masks in its ``masks/``) or an export
     of the batch's tasks from Label Studio (JSON) or CVAT (Segmentation mask
     zip); for an export, ``batch`` is the batch folder (default: the batch the
-    run waits for). Every mask is checked (one per queried image, binary, the
-    image's size) before anything is recorded; importing the same batch twice
-    adds nothing.
+    run waits for). The batch must be one this run exported: the one it waits
+    for, or an earlier one (importing it again adds nothing). Every mask is
+    checked (one per queried image, binary, the image's size) before anything is
+    recorded. ``replace`` records corrected masks of an earlier batch instead,
+    keeping the replaced files in ``active/labels/replaced/``.
     """
-    loop = loop_dir(ws)
-    active = loop.load_active(ws.pool.ids)
+    source = Path(source)
+    if not source.exists():
+        raise DataError("not found (expected an annotation batch folder or a Label Studio / CVAT export)", source)
     export = None
-    if batch is None and is_batch_folder(source):
+    if is_batch_folder(source):
+        if batch is not None and Path(batch).resolve() != source.resolve():
+            raise SaalError(f"{source} is a batch folder itself; --batch only names the batch of an export")
         batch = source
     else:
         export = source
-        batch = batch or _pending_batch(loop)
-    rows = read_manifest(batch)
-    rounds = {int(r["round"]) for r in rows}
-    if len(rounds) != 1:
-        raise SaalError(f"{batch}: the manifest mixes rounds {sorted(rounds)}")
-    unknown = [r["image_id"] for r in rows if r["image_id"] not in set(ws.pool.ids)]
+    with run_lock(ws.run_dir):
+        loop = loop_dir(ws)
+        active = loop.load_active(ws.pool.ids)
+        if batch is None:
+            pending = _pending(ws, loop)
+            if pending is None or pending["batch_dir"] is None:
+                raise SaalError(f"{source}: no exported batch of this run waits for masks; name the batch folder "
+                                "the export belongs to with --batch")
+            batch = pending["batch_dir"]
+        rows = read_manifest(batch)
+        round = _batch_round(batch, rows)
+        ids = [r["image_id"] for r in rows]
+        _check_batch_of_run(ws, loop, active, Path(batch), round, ids)
+        masks = import_annotations_from(batch, image_size=ws.pool.image_size, export=export)
+        labeled = set(active.labeled_ids)
+        result = ImportResult(added=[i for i in ids if i not in labeled])
+        before = {i: masks[i] for i in ids if i in labeled and active.source_of(i) == "annotator"}
+        changed = [i for i, m in before.items() if not np.array_equal(loop.read_label(i), m.astype(bool))]
+        if replace:
+            result.replaced = _replace_masks(loop, active, {i: masks[i] for i in ids if i in labeled}, changed)
+        else:
+            result.differing = changed
+        for i in result.added:
+            loop.save_label(i, masks[i])
+        if result.added:
+            active.label(result.added, round=round, source="annotator")
+            loop.save_active(active)
+    return result
+
+
+def _batch_round(batch: str | os.PathLike, rows: list[dict[str, str]]) -> int:
+    """The one round a batch's manifest names (DataError for an empty manifest or mixed / bad rounds)."""
+    where = Path(batch) / "manifest.csv"
+    if not rows:
+        raise DataError("the manifest lists no images", where)
+    found = {r["round"] for r in rows}
+    if len(found) != 1:
+        raise DataError(f"the manifest mixes rounds {name_some(sorted(found))}", where)
+    text = found.pop()
+    if not text.isdigit():
+        raise DataError(f"the manifest's round {text!r} is not a round number", where)
+    return int(text)
+
+
+def _check_batch_of_run(ws: Workspace, loop: LoopDir, active: ActiveSet, batch: Path, round: int,
+                        ids: list[str]) -> None:
+    """Refuse a batch this run did not export: another run's, a hand-made one, a stale copy."""
+    unknown = [i for i in ids if i not in set(ws.pool.ids)]
     if unknown:
         raise SaalError(f"{batch}: {len(unknown)} image(s) are not in this run's pool (first: {unknown[0]})")
-    masks = import_annotations_from(batch, image_size=ws.pool.image_size, export=export)
-    labeled = set(active.labeled_ids)
-    new = [i for i in masks if i not in labeled]
-    for i in new:
+    pending = _pending(ws, loop)
+    if pending is not None and int(pending["round"]) == round and sorted(pending["ids"]) == sorted(ids):
+        return
+    if all(i in set(active.labeled_ids) and active.round_of(i) == round for i in ids):
+        return  # an earlier batch of this run, imported already
+    waits = (f"it waits for round {pending['round']} ({len(pending['ids'])} images, {pending['batch_dir']})"
+             if pending is not None else "it has exported no batch")
+    raise SaalError(f"{batch} (round {round}, {len(ids)} images) is not a batch this run asked for: {waits}; "
+                    "import each batch into the run that exported it")
+
+
+def _replace_masks(loop: LoopDir, active: ActiveSet, masks: dict[str, np.ndarray], changed: list[str]) -> list[str]:
+    """Record the ``changed`` masks among ``masks`` (already labeled ids), keeping each replaced file.
+
+    The old file is copied to the history first and the new mask then replaces it atomically, so a crash
+    at any moment leaves a recorded mask for every image (a rerun of the import finishes the job).
+    """
+    simulated = [i for i in masks if active.source_of(i) != "annotator"]
+    if simulated:
+        raise SaalError(f"--replace: {name_some(simulated)} were labeled from the data's own masks, not imported; "
+                        "only imported masks can be replaced")
+    history = loop.file("labels", REPLACED_DIR)
+    for i in changed:
+        kept = history / f"{i}.{len(list(history.glob(f'{i}.*.png')))}.png"
+        atomic_write_bytes(kept, loop.label_path(i).read_bytes())
         loop.save_label(i, masks[i])
-    if new:
-        active.label(new, round=rounds.pop(), source="annotator")
-        loop.save_active(active)
-    return new
-
-
-def _pending_batch(loop: LoopDir) -> str:
-    pending = loop.file(PENDING_FILE)
-    record = read_json(pending) if pending.is_file() else {}
-    if not record.get("batch_dir"):
-        raise SaalError("no exported batch waits for masks in this run: name the batch folder with --batch")
-    return record["batch_dir"]
+        append_jsonl(history / "replaced.jsonl", [{"image_id": i, "round": active.round_of(i),
+                                                   "kept_as": kept.name}])
+    return changed

@@ -26,9 +26,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import AUGMENTATIONS
 from ..errors import SaalError
 
-AUGMENTATIONS = ("none", "flips", "full")
 MAX_ROTATION_DEG = 15.0
 MAX_ZOOM = 0.1
 MAX_CONTRAST = 0.1

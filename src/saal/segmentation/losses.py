@@ -22,9 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import LOSSES
 from ..errors import SaalError
-
-LOSSES = ("ce", "dice", "ce+dice")
 
 
 class SegLoss(nn.Module):

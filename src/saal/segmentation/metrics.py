@@ -6,12 +6,17 @@ and returns one value per image.
 Overlap (vectorised over the batch in torch), with ``TP, FP, FN`` pixel counts:
 
 * ``dice = 2 TP / (2 TP + FP + FN)`` -- the paper's headline metric;
-* ``iou  = TP / (TP + FP + FN)``     -- Jaccard, the ISIC challenge metric;
+* ``iou  = TP / (TP + FP + FN)``     -- Jaccard, the ISIC 2016/2017 challenge metric;
+* ``thresholded_iou`` = ``iou`` where ``iou >= 0.65``, else 0 -- the ISIC 2018
+  challenge metric ("threshold Jaccard"), which scores a segmentation a reader
+  would reject as a failure, whatever its overlap;
 * ``precision = TP / (TP + FP)``, ``recall = TP / (TP + FN)``.
 
 A ratio that would be 0/0 is **1 when both masks are empty** (nothing to find,
 nothing found) and **0 otherwise** (e.g. precision of an empty prediction for
-a real lesion: nothing correct was found).
+a real lesion: nothing correct was found). The ISIC scorer agrees for Dice and
+Jaccard (1 when both are empty) but scores precision of an empty prediction and
+recall of an empty truth as 1.
 
 Surface distances (in pixels, Euclidean, between pixel centres):
 
@@ -19,21 +24,32 @@ Surface distances (in pixels, Euclidean, between pixel centres):
   among their 4 neighbours, pixels outside the image counting as background (so
   a lesion cut by the image edge has its edge pixels on the surface, and any
   non-empty mask has a non-empty surface). This is MONAI's definition
-  (``scipy.ndimage.binary_erosion`` with the cross-shaped element, XOR the mask);
+  (``get_mask_edges``: ``scipy.ndimage.binary_erosion`` with the cross-shaped
+  element and zero border, XOR the mask);
 * ``d(a, B)`` is the distance from surface pixel ``a`` to the nearest surface
   pixel of ``B``;
 * ``hd95 = max(P95{d(a, T) : a in S(P)}, P95{d(b, P) : b in S(T)})`` -- the 95th
   percentile (linear interpolation) of each directed set, then the larger, as
-  MONAI's ``compute_hausdorff_distance(percentile=95)``. (medpy instead takes the
-  percentile of the union of both sets; values differ slightly.)
+  MONAI's ``compute_hausdorff_distance(percentile=95)`` (``directed=False``,
+  unit ``spacing``). (medpy instead takes the percentile of the union of both
+  sets; values differ slightly.)
 * ``assd`` = mean of the union of both directed sets, as MONAI's
   ``compute_average_surface_distance(symmetric=True)``.
 
 Both masks empty: ``hd95 = assd = 0``. Exactly one empty: both are the image
 diagonal ``sqrt(H^2 + W^2)``, the largest distance possible inside the image, a
-finite worst case so that means over a test set stay finite.
+finite worst case so that means over a test set stay finite. (MONAI, 1.3 to 1.6,
+warns and returns NaN for HD95 in both cases, and for ASSD NaN when both are
+empty, inf when one is.)
 
-The tests check these against MONAI and against brute-force pairwise distances.
+The distances are exact (the same as a Euclidean distance transform) but found
+with one k-d tree query over the surface pixels of the whole batch, not one
+distance transform per image: for 150 ISIC masks, about 0.02 s against MONAI's
+0.8 s at 64 px and 0.2 s against 1.1 s at 256 px (``benchmarks/bench_metrics.py``).
+The tests check the values against brute-force pairwise distances (1e-9 px) and
+MONAI (the same surface pixels; ASSD within 1e-5 relative + 1e-4 px, HD95 within
+1e-5 relative + 2e-3 px, MONAI taking its percentile at a float32 rank), and
+Dice, Jaccard and threshold Jaccard against the ISIC challenge's scorer (1e-12).
 """
 
 from __future__ import annotations
@@ -42,9 +58,11 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy.spatial import KDTree
 
-METRICS = ("dice", "iou", "hd95", "assd", "precision", "recall")
+METRICS = ("dice", "iou", "thresholded_iou", "hd95", "assd", "precision", "recall")
+#: The ISIC 2018 challenge's threshold: a per-image Jaccard below it scores 0.
+ISIC_IOU_THRESHOLD = 0.65
 
 
 def _as_bool_tensor(masks) -> torch.Tensor:
@@ -89,35 +107,83 @@ def mask_surface(masks: np.ndarray) -> np.ndarray:
     return m & ~interior
 
 
+def thresholded_iou(iou, threshold: float = ISIC_IOU_THRESHOLD) -> np.ndarray:
+    """The ISIC 2018 "threshold Jaccard": each IoU kept where it is at least ``threshold``, else 0 (float64).
+
+    >>> thresholded_iou([0.9, 0.65, 0.649, 0.0]).tolist()
+    [0.9, 0.65, 0.0, 0.0]
+    """
+    iou = np.asarray(iou, dtype=np.float64)
+    return np.where(iou >= threshold, iou, 0.0)
+
+
+def _surface_points(surface: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(image index, (y, x'))`` of every surface pixel, the images laid side by side in one plane.
+
+    Consecutive images are ``W + ceil(diagonal) + 1`` apart in ``x'``: more than any distance
+    inside one image, so the nearest neighbour of a pixel, among pixels of an image that has
+    any, is always in its own image, and one k-d tree serves the whole batch exactly.
+    """
+    _, h, w = surface.shape
+    image, y, x = np.nonzero(surface)
+    stride = w + int(np.ceil(np.hypot(h, w))) + 1
+    return image, np.column_stack([y, x + image * stride]).astype(np.float64)
+
+
+def _grouped_percentile(values: np.ndarray, groups: np.ndarray, n: int, q: float) -> np.ndarray:
+    """The ``q``-th percentile of ``values`` within each of ``n`` groups (NaN for an empty group).
+
+    Linear interpolation between the sorted values, as ``np.percentile``'s default and
+    ``torch.quantile``: rank ``(count - 1) * q / 100``.
+    """
+    values = values[np.lexsort((values, groups))]
+    count = np.bincount(groups, minlength=n)
+    out = np.full(n, np.nan)
+    present = count > 0
+    start = (np.cumsum(count) - count)[present]
+    rank = (count[present] - 1) * (q / 100)
+    below = np.floor(rank).astype(np.int64)
+    above = np.minimum(below + 1, count[present] - 1)
+    low, high = values[start + below], values[start + above]
+    out[present] = low + (high - low) * (rank - below)
+    return out
+
+
 def surface_distances(pred, target) -> tuple[np.ndarray, np.ndarray]:
     """HD95 and ASSD per image, in pixels (see module doc for definitions and empty cases).
 
-    The surfaces are found for the whole batch at once; the distances use one
-    exact Euclidean distance transform per image and direction (no per-pixel work).
+    The surfaces are found for the whole batch at once; every surface pixel's nearest
+    surface pixel of the other mask comes from one k-d tree query per direction over the
+    batch (:func:`_surface_points`), and the percentiles and means are grouped by image.
     """
     p = _as_bool_tensor(pred).cpu().numpy()
     t = _as_bool_tensor(target).cpu().numpy()
     if p.shape != t.shape:
         raise ValueError(f"prediction {p.shape} and target {t.shape} differ in shape")
     n, h, w = p.shape
-    diagonal = float(np.hypot(h, w))
     sp, st = mask_surface(p), mask_surface(t)
     has_p, has_t = sp.any(axis=(1, 2)), st.any(axis=(1, 2))
-    hd95 = np.where(has_p | has_t, diagonal, 0.0)
+    hd95 = np.where(has_p | has_t, float(np.hypot(h, w)), 0.0)
     assd = hd95.copy()
-    for i in np.flatnonzero(has_p & has_t):
-        # distance_transform_edt gives, at each pixel, the distance to the nearest zero,
-        # i.e. to the nearest surface pixel of the other mask.
-        p_to_t = ndimage.distance_transform_edt(~st[i])[sp[i]]
-        t_to_p = ndimage.distance_transform_edt(~sp[i])[st[i]]
-        hd95[i] = max(np.percentile(p_to_t, 95), np.percentile(t_to_p, 95))
-        assd[i] = np.concatenate([p_to_t, t_to_p]).mean()
+    both = has_p & has_t
+    if both.any():
+        only_both = both[:, None, None]
+        image_p, points_p = _surface_points(sp & only_both)
+        image_t, points_t = _surface_points(st & only_both)
+        p_to_t = KDTree(points_t).query(points_p)[0]
+        t_to_p = KDTree(points_p).query(points_t)[0]
+        hd95[both] = np.maximum(_grouped_percentile(p_to_t, image_p, n, 95),
+                                _grouped_percentile(t_to_p, image_t, n, 95))[both]
+        total = np.bincount(image_p, p_to_t, n) + np.bincount(image_t, t_to_p, n)
+        count = np.bincount(image_p, minlength=n) + np.bincount(image_t, minlength=n)
+        assd[both] = total[both] / count[both]
     return hd95, assd
 
 
 def segmentation_metrics(pred, target) -> dict[str, np.ndarray]:
     """All of :data:`METRICS` plus the foreground fractions, one float64 array each."""
     out = {k: v.cpu().numpy() for k, v in overlap_metrics(pred, target).items()}
+    out["thresholded_iou"] = thresholded_iou(out["iou"])
     out["hd95"], out["assd"] = surface_distances(pred, target)
     p, t = _as_bool_tensor(pred), _as_bool_tensor(target)
     out["fg_fraction_true"] = t.flatten(1).double().mean(1).cpu().numpy()

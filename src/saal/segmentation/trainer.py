@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..config import Preset
+from ..config import DEFAULTS, TRAIN_MODES, Preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..models.unet import TRANSFER_MODES, UNet, UNetConfig, transfer_weights
@@ -53,27 +53,29 @@ from .semi import masked_cross_entropy, strong_view_and_targets
 
 INIT_MODES = (*TRANSFER_MODES, "full")
 LR_SCHEDULES = ("constant", "cosine")
-#: Training modes: the labeled images alone, or with pseudo-labels on the unlabeled pool too.
-TRAIN_MODES = ("supervised", "semi")
 
 
 @dataclass(frozen=True)
 class SegConfig:
-    """Everything that defines a segmentation training run (saved with its log)."""
+    """Everything that defines a segmentation training run (saved with its log).
 
-    steps: int = 200
-    epochs: int | None = None  # set: the paper's epoch schedule instead of ``steps``
-    batch_size: int = 16
-    lr: float = 1e-3
+    The method defaults are :data:`saal.config.DEFAULTS`' (the ``demo`` preset); :meth:`from_preset` takes
+    another preset's.
+    """
+
+    steps: int = DEFAULTS.seg_steps
+    epochs: int | None = DEFAULTS.seg_epochs  # set: the paper's epoch schedule instead of ``steps``
+    batch_size: int = DEFAULTS.seg_batch
+    lr: float = DEFAULTS.seg_lr
     lr_schedule: str = "cosine"
-    loss: str = "ce+dice"
-    augment: str = "flips"
+    loss: str = DEFAULTS.loss
+    augment: str = DEFAULTS.seg_augment
     weight_decay: float = 0.0
-    base_width: int = 16
-    dropout: float = 0.1
+    base_width: int = DEFAULTS.base_width
+    dropout: float = DEFAULTS.dropout
     in_channels: int = 1
     transfer: str = "all-but-head"  # how ``init_state`` is loaded; see :data:`INIT_MODES`
-    train: str = "supervised"  # see :data:`TRAIN_MODES`; the fields below apply to ``semi``
+    train: str = DEFAULTS.seg_train  # see :data:`saal.config.TRAIN_MODES`; the fields below apply to ``semi``
     unlabeled_batch: int = 16
     confidence: float = 0.95  # pseudo-labels kept where the softmax reaches this (FixMatch's threshold)
     unlabeled_weight: float = 1.0

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
+from saal.config import FEATURE_READOUTS
 from saal.data.dataset import LesionData, images_to_tensor
 from saal.errors import SelectionError
 from saal.io import read_csv, read_json, write_csv, write_json, write_npy
@@ -39,7 +40,6 @@ IDS_FILE = "feature_ids.csv"
 META_FILE = "features.json"
 
 
-READOUTS = ("bottleneck", "multiscale")
 
 
 def _readout(model: torch.nn.Module, x: torch.Tensor, readout: str, pool: int, image_size: int) -> torch.Tensor:
@@ -62,8 +62,8 @@ def extract_features(model: torch.nn.Module, data: LesionData, *, pool: int = 1,
     it is moved to ``device`` and put back into its previous train/eval mode. ``pool`` applies to the
     bottleneck readout.
     """
-    if readout not in READOUTS:
-        raise SelectionError(f"unknown feature readout {readout!r}; choose one of {', '.join(READOUTS)}")
+    if readout not in FEATURE_READOUTS:
+        raise SelectionError(f"unknown feature readout {readout!r}; choose one of {', '.join(FEATURE_READOUTS)}")
     if int(pool) < 1:
         raise SelectionError(f"feature pool must be >= 1, got {pool}")
     if int(batch_size) < 1:

@@ -36,18 +36,27 @@ class ProjectionHead(nn.Module):
         return self.net(F.adaptive_avg_pool2d(bottleneck, 1).flatten(1))
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2,
+            rows: slice | None = None) -> torch.Tensor:
     """The normalised-temperature cross-entropy of SimCLR for ``B`` positive pairs ``(z1[i], z2[i])``.
 
     Each of the ``2B`` projections must pick its partner among the other ``2B - 1``
     by cosine similarity / ``temperature``; the loss is the mean cross-entropy
     (``log(2B - 1)`` for random projections, 0 for a perfect match).
+
+    ``rows`` (a slice of the ``B`` pairs) averages only the cross-entropies of
+    those pairs' ``2 x len`` projections, still against all ``2B`` candidates: under
+    DDP each rank passes the gathered global batch and its own share, so the mean
+    of the ranks' losses is the loss of the whole batch.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"projections must both be (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    logits = z @ z.T / temperature
-    logits.fill_diagonal_(float("-inf"))  # an image's own projection is not a candidate
-    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
-    return F.cross_entropy(logits, partner)
+    anchors = torch.arange(2 * b, device=z.device)
+    if rows is not None:
+        pairs = torch.arange(b, device=z.device)[rows]
+        anchors = torch.cat([pairs, pairs + b])
+    logits = z[anchors] @ z.T / temperature
+    logits[torch.arange(len(anchors), device=z.device), anchors] = float("-inf")  # not its own candidate
+    return F.cross_entropy(logits, (anchors + b) % (2 * b))

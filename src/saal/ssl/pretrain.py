@@ -46,17 +46,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Preset, get_preset
+from ..config import DEFAULTS, SSL_SCHEDULES, Preset, get_preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..io import load_state, read_csv, read_json, save_state, write_csv, write_json
 from ..models.unet import UNet, UNetConfig
 from ..progress import StepProgress
 from ..render.figures import image_grid
-from ..runtime import MixedPrecision, generator, stream_seed
+from ..runtime import MixedPrecision, Stream, generator, stream_seed
 from . import distributed as ddp
-from .contrastive import ProjectionHead
-from .objectives import OBJECTIVES, Objective, PretrainNet, identity_mse
+from .contrastive import ProjectionHead, nt_xent
+from .objectives import OBJECTIVES, Objective, PretrainNet, identity_mse, sample_columns
 from .transforms import GenesisConfig
 from .views import ViewConfig
 
@@ -64,31 +64,34 @@ SSL_DIR = "ssl"
 CHECKPOINT_FORMAT = 2
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_restore", "val_identity", "restoration_gain",
                   "val_contrastive", "lr", "seconds")
-LR_SCHEDULES = ("step", "cosine", "plateau")
-
-# Independent random streams, each derived from (seed, stream, ...).
-_SPLIT, _INIT, _ORDER, _DAMAGE, _VAL, _SAMPLES = range(6)
+LR_SCHEDULES = SSL_SCHEDULES
+#: What a pretraining record made before a setting existed ran with (see :meth:`PretrainConfig.from_dict`).
+BEFORE_THE_FIELD = {"objective": "genesis", "lr_schedule": "step"}
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Training settings; :meth:`from_preset` fills them from a preset."""
+    """Training settings; :meth:`from_preset` fills them from a preset.
 
-    epochs: int = 8
-    batch_size: int = 16  # global batch: split over the ranks under torchrun
-    lr: float = 1e-3
-    patience: int = 5  # epochs without validation improvement before stopping; 0 = never stop early
-    val_fraction: float = 0.1
-    base_width: int = 16
+    The method defaults are :data:`saal.config.DEFAULTS`' (the ``demo`` preset's ``ssl_*`` fields); the
+    others are this stage's own knobs, which no preset sets.
+    """
+
+    epochs: int = DEFAULTS.ssl_epochs
+    batch_size: int = DEFAULTS.ssl_batch  # global batch: split over the ranks under torchrun
+    lr: float = DEFAULTS.ssl_lr
+    patience: int = DEFAULTS.ssl_patience  # epochs without validation improvement before stopping; 0 = never
+    val_fraction: float = DEFAULTS.ssl_val_fraction
+    base_width: int = DEFAULTS.base_width
     optimizer: str = "adam"  # or "sgd" (momentum 0.9, as Models Genesis)
-    lr_schedule: str = "step"  # step (Models Genesis), cosine (to 1 % over `epochs`), plateau (halve when stuck)
+    lr_schedule: str = DEFAULTS.ssl_schedule  # step (Models Genesis), cosine (to 1 % over `epochs`), plateau
     lr_step: int | None = None  # step schedule: epochs between LR decays; None: 0.8 x patience, as Models Genesis
     lr_gamma: float = 0.5  # step and plateau schedules: the decay factor
     steps_per_epoch: int | None = None  # None: one pass over the training part
     amp: bool = True  # mixed precision on GPU (bf16, or fp16 with loss scaling); ignored on CPU
     channels_last: bool = True  # NHWC convolutions: ~1.6x faster on CPU at 16 channels, good on GPU
     n_samples: int = 4  # validation images shown in samples.png
-    objective: str = "genesis"  # genesis, contrastive or genesis+contrastive (see saal.ssl.objectives)
+    objective: str = DEFAULTS.ssl_objective  # genesis, contrastive or genesis+contrastive (saal.ssl.objectives)
     temperature: float = 0.2  # of the NT-Xent loss
     contrastive_weight: float = 0.01  # NT-Xent's weight beside the restoration MSE (~100x smaller in scale)
     proj_dim: int = 64  # output of the contrastive projection head
@@ -151,9 +154,13 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, record: dict) -> "PretrainConfig":
-        """The config a ``model.json`` or checkpoint recorded; fields it predates take their defaults."""
+        """The config a ``model.json`` or checkpoint recorded.
+
+        A field the record predates takes the value the run was made with (:data:`BEFORE_THE_FIELD`), else
+        today's default.
+        """
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
+        return cls(**{**BEFORE_THE_FIELD, **{k: v for k, v in record.items() if k in known}})
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), as the fingerprint and ``model.json`` store it."""
@@ -189,7 +196,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
         raise SaalError(f"the pool has {n} image(s); self-supervised pretraining needs at least 2 "
                         "(training + validation)")
     n_val = min(n - 1, max(1, round(fraction * n)))
-    perm = np.random.default_rng(stream_seed(seed, _SPLIT)).permutation(n)
+    perm = np.random.default_rng(stream_seed(seed, Stream.SSL_SPLIT)).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -202,7 +209,7 @@ def _fingerprint(config: PretrainConfig, seed: int, pool: LesionData, world_size
 
 
 def _check_fingerprint(found: dict, expected: dict, path: Path) -> None:
-    if isinstance(found.get("config"), dict):  # settings added since the run was made take their defaults
+    if isinstance(found.get("config"), dict):  # settings added since the run was made: the values it had then
         found = {**found, "config": PretrainConfig.from_dict(found["config"]).to_dict()}
     if found != expected:
         diff = sorted(k for k in expected if found.get(k) != expected[k])
@@ -263,7 +270,7 @@ def load_result(run_dir: str | Path, reused: bool = True) -> PretrainResult:
 
 
 def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu") -> UNet:
-    """The best restoration U-Net of a finished run, in eval mode (for feature extraction)."""
+    """The best pretrained U-Net of a finished run (any objective), in eval mode (for feature extraction)."""
     result = load_result(run_dir)
     if not result.weights_path.exists():
         raise SaalError(f"{result.weights_path} not found: the pretraining run in {run_dir} is incomplete")
@@ -296,7 +303,7 @@ class _Run:
         self.objective = Objective(config.objective, config.genesis, config.views, config.temperature,
                                    config.contrastive_weight)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-            torch.manual_seed(stream_seed(seed, _INIT))
+            torch.manual_seed(stream_seed(seed, Stream.SSL_INIT))
             self.model = UNet(self.unet_cfg)
             head = (ProjectionHead(self.model.feature_channels, out_dim=config.proj_dim)
                     if self.objective.contrasts else None)
@@ -388,7 +395,7 @@ class _Run:
         world, rank = self.ctx.world_size, self.ctx.rank
         global_batch = self.local_batch * world
         need = self.steps * global_batch
-        rng = np.random.default_rng(stream_seed(self.seed, _ORDER, epoch))
+        rng = np.random.default_rng(stream_seed(self.seed, Stream.SSL_ORDER, epoch))
         order = np.concatenate([rng.permutation(self.train_pos) for _ in range(-(-need // len(self.train_pos)))])
         batches = order[:need].reshape(self.steps, global_batch)[:, rank::world]
         return torch.from_numpy(np.ascontiguousarray(batches)).to(self.dev)
@@ -398,11 +405,12 @@ class _Run:
     def train_epoch(self, epoch: int, bar: StepProgress) -> float:
         self.net.train()
         batches = self._epoch_batches(epoch)
-        g = generator(stream_seed(self.seed, _DAMAGE, epoch, self.ctx.rank), self.dev)
+        g = generator(stream_seed(self.seed, Stream.SSL_DAMAGE, epoch, self.ctx.rank), self.dev)
         total = torch.zeros((), device=self.dev)
         for step in range(self.steps):
             draw = self.objective.draw(self._batch(batches[step]), g)
-            loss = self.objective.total(self.objective.terms(self.net, draw, self.precision, self.dev, self._to_net))
+            terms = self.objective.terms(self.net, draw, self.precision, self.dev, self._to_net, self.ctx)
+            loss = self.objective.total(terms)
             self.opt.zero_grad(set_to_none=True)
             self.precision.step(loss, self.opt)
             total += loss.detach()
@@ -420,17 +428,23 @@ class _Run:
         """
         self.container.eval()
         pos = torch.from_numpy(self.val_pos[self.ctx.rank::self.ctx.world_size]).to(self.dev)
-        g = generator(stream_seed(self.seed, _VAL, self.ctx.rank), self.dev)
+        g = generator(stream_seed(self.seed, Stream.SSL_VAL, self.ctx.rank), self.dev)
         sums = torch.zeros(4, device=self.dev, dtype=torch.float64)  # restore, identity, contrastive x n, n
+        pairs = []
         for chunk in pos.split(self.local_batch):
             draw = self.objective.draw(self._batch(chunk), g)
-            terms = self.objective.terms(self.container, draw, self.precision, self.dev, self._to_net)
-            if "restore" in terms:
-                sums[0] += terms["restore"].sum().double()
+            restore, chunk_pairs = self.objective.outputs(self.container, draw, self.precision, self.dev,
+                                                          self._to_net)
+            if restore is not None:
+                sums[0] += restore.sum().double()
                 sums[1] += identity_mse(draw).sum().double()
-            if "contrastive" in terms:
-                sums[2] += terms["contrastive"].double() * len(chunk)
+            if chunk_pairs is not None:
+                pairs.append(chunk_pairs)
             sums[3] += len(chunk)
+        if self.objective.contrasts:
+            contrastive = self._contrastive_sum(pairs)  # a collective: every rank computes the same sum
+            if self.ctx.is_main:  # so it is counted once in the sum over ranks below
+                sums[2] = contrastive
         restore, identity, contrastive, n = self.ctx.all_sum(sums).tolist()
         restores, contrasts = self.objective.restores, self.objective.contrasts
         return {  # None: a term this objective does not have (an empty cell in history.csv)
@@ -442,6 +456,21 @@ class _Run:
             "val_contrastive": contrastive / n if contrasts else None,
         }
 
+    def _contrastive_sum(self, pairs: list[torch.Tensor]) -> torch.Tensor:
+        """NT-Xent x images over the validation part, in chunks of the global batch in validation order.
+
+        Training contrasts each image with a global batch, so validation does too:
+        under DDP every rank gathers all ranks' projection pairs back into the
+        order of the validation part, so that the chunks, and with them the loss,
+        are those of one process.
+        """
+        local = torch.cat(pairs) if pairs else torch.zeros(0, 2, self.cfg.proj_dim, device=self.dev)
+        ordered = self.ctx.gather_shards(local, len(self.val_pos))
+        total = torch.zeros((), device=self.dev, dtype=torch.float64)
+        for chunk in ordered.split(self.local_batch * self.ctx.world_size):
+            total += nt_xent(chunk[:, 0], chunk[:, 1], self.objective.temperature).double() * len(chunk)
+        return total
+
     @torch.no_grad()
     def write_samples(self) -> None:
         """A few validation images with what the network makes of them (the restoration, or the two views)."""
@@ -449,17 +478,18 @@ class _Run:
         if k == 0:
             return
         self.container.eval()
-        g = generator(stream_seed(self.seed, _SAMPLES), self.dev)
+        g = generator(stream_seed(self.seed, Stream.SSL_SAMPLES), self.dev)
         clean = self._batch(torch.from_numpy(self.val_pos[:k]).to(self.dev))
         draw = self.objective.draw(clean, g)
         if self.objective.restores:
             with self.precision.autocast(self.dev):
                 restored = torch.sigmoid(self.model(self._to_net(draw.damaged)).float())
-            images, titles = (draw.damaged, restored, draw.targets), ["damaged input", "restored", "original"]
+            images = (draw.damaged, restored, draw.targets)
         else:
-            images, titles = (*draw.views.chunk(2), clean), ["view 1", "view 2", "original"]
+            images = (*draw.views.chunk(2), clean)
         columns = [_uint8_images(t) for t in images]
-        image_grid(self.ssl_dir / "samples.png", [list(row) for row in zip(*columns)], column_titles=titles)
+        image_grid(self.ssl_dir / "samples.png", [list(row) for row in zip(*columns)],
+                   column_titles=sample_columns(self.objective.name))
 
     def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float], lr: float, seconds: float) -> bool:
         """Book-keeping after an epoch; returns whether validation improved."""
@@ -568,8 +598,9 @@ def pretrain(pool: LesionData, run_dir: str | Path, *, preset: Preset | str | No
                 meta_path.unlink(missing_ok=True)
                 ckpt_path.unlink(missing_ok=True)
             ctx.barrier()
-        elif meta_path.exists():
-            _check_fingerprint(read_json(meta_path).get("fingerprint", {}), fingerprint, meta_path)
+        elif meta_path.exists():  # a finished run serves any number of processes, whatever it ran on
+            found = read_json(meta_path).get("fingerprint", {})
+            _check_fingerprint({**found, "world_size": fingerprint["world_size"]}, fingerprint, meta_path)
             return load_result(run_dir, reused=True)
         elif resume and not ckpt_path.exists():
             raise SaalError(f"nothing to resume: {ckpt_path} does not exist")

@@ -47,6 +47,15 @@ users trip over:
   not in the batch and two masks for one image.
 * The export is found at the top of the zip/folder or one folder down (a
   re-zipped export); macOS ``__MACOSX`` entries and hidden files are ignored.
+* **Untrusted input.** A zip member is read only when its declared size is
+  within :data:`MAX_LABELMAP_BYTES` / :data:`MAX_MASK_BYTES`, and never more
+  than that many bytes are inflated (a 1 MB zip can inflate to gigabytes); a
+  mask's header size is compared with its image's (and
+  :data:`MAX_MASK_PIXELS`) before its pixels are decoded; password-protected
+  zips are refused; messages quote at most a few dozen characters of the
+  export's text. The compression ratio is not judged: a blank mask PNG stored
+  uncompressed deflates a thousandfold and is harmless, and the size caps
+  bound the memory anyway.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -61,6 +71,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ...data.imageio import DEFAULT_MAX_PIXELS, check_pixels, load_pixels, open_lazily
+from ...data.names import cut, printable_path, shown
 from ...errors import DataError, name_some
 from ...io import atomic_write_bytes, atomic_write_text
 
@@ -77,6 +89,13 @@ FORMAT_NAME = "Segmentation mask 1.1"
 CLASS_DIR = "SegmentationClass"
 OBJECT_DIR = "SegmentationObject"
 IMAGESET = "ImageSets/Segmentation/default.txt"
+#: Largest ``labelmap.txt`` read: CVAT writes one short line per label.
+MAX_LABELMAP_BYTES = 1 << 20
+#: Largest mask PNG read. CVAT's masks are flat colours that PNG packs to kilobytes; even an uncompressed
+#: RGB mask of a 20-megapixel photo stays under this.
+MAX_MASK_BYTES = 64 << 20
+#: Largest mask decoded, in pixels (besides matching its image's size): the data loader's limit.
+MAX_MASK_PIXELS = DEFAULT_MAX_PIXELS
 
 Colour = tuple[int, int, int]
 BACKGROUND_COLOUR: Colour = (0, 0, 0)
@@ -172,7 +191,7 @@ class _Source:
         else:
             try:
                 self.zip = zipfile.ZipFile(path)
-            except (OSError, zipfile.BadZipFile) as exc:
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
                 raise DataError(f"not a readable zip file ({exc.__class__.__name__})", path) from None
             names = [i.filename for i in self.zip.infolist() if not i.is_dir()]
         self.names = sorted(n for n in names
@@ -182,17 +201,35 @@ class _Source:
         if self.zip is not None:
             self.zip.close()
 
-    def where(self, name: str) -> Path:
-        """The path to show in messages (inside a zip: ``EXPORT.zip/<member>``)."""
-        return self.path / name
+    def where(self, name: str) -> str:
+        """The path to show in messages (inside a zip: ``EXPORT.zip/<member>``), printable."""
+        return printable_path(self.path / name)
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int) -> bytes:
+        """A member's bytes, refused when over ``limit`` before anything is inflated or read."""
+        where = self.where(name)
         try:
             if self.zip is not None:
-                return self.zip.read(name)
-            return (self.path / name).read_bytes()
-        except (OSError, zipfile.BadZipFile, KeyError) as exc:
-            raise DataError(f"cannot read ({exc.__class__.__name__})", self.where(name)) from None
+                info = self.zip.getinfo(name)
+                if info.flag_bits & 0x1:
+                    raise DataError("is encrypted (a password-protected zip); export the task from CVAT again, "
+                                    "or zip the export without a password", where)
+                size = info.file_size
+            else:
+                size = (self.path / name).stat().st_size
+            if size > limit:
+                raise DataError(f"is {size:,} bytes, over the limit of {limit:,} for this file (a zip bomb?)", where)
+            # a zip member inflates to its declared size at most; a file on disk may have grown since stat()
+            with (self.zip.open(info) if self.zip is not None else (self.path / name).open("rb")) as f:
+                data = f.read(limit + 1)
+        except DataError:
+            raise
+        except (OSError, EOFError, KeyError, RuntimeError, NotImplementedError, ValueError, zlib.error,
+                zipfile.BadZipFile) as exc:
+            raise DataError(f"cannot read ({exc.__class__.__name__})", where) from None
+        if len(data) > limit:
+            raise DataError(f"is over the limit of {limit:,} bytes for this file", where)
+        return data
 
     def root(self) -> str | None:
         """The prefix ('' or 'folder/') under which ``SegmentationClass/`` lies, if exactly one at depth <= 1."""
@@ -220,7 +257,7 @@ def is_cvat_export(path: Path) -> bool:
         source.close()
 
 
-def _parse_labelmap(text: str, where: Path) -> list[tuple[str, Colour | None]]:
+def _parse_labelmap(text: str, where: str) -> list[tuple[str, Colour | None]]:
     """``labelmap.txt`` -> [(name, colour or None)] in file order."""
     labels: list[tuple[str, Colour | None]] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -229,10 +266,10 @@ def _parse_labelmap(text: str, where: Path) -> list[tuple[str, Colour | None]]:
             continue
         fields = line.split(":")
         if len(fields) != 4:
-            raise DataError(f"line {number} {line!r}: expected 'label:r,g,b:parts:actions' (4 fields)", where)
+            raise DataError(f"line {number} {shown(line)}: expected 'label:r,g,b:parts:actions' (4 fields)", where)
         name, colour = fields[0].strip(), fields[1].strip()
         if not name:
-            raise DataError(f"line {number} {line!r}: no label name", where)
+            raise DataError(f"line {number} {shown(line)}: no label name", where)
         if not colour:
             labels.append((name, None))
             continue
@@ -241,27 +278,27 @@ def _parse_labelmap(text: str, where: Path) -> list[tuple[str, Colour | None]]:
         except ValueError:
             rgb = ()
         if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-            raise DataError(f"line {number}: label {name!r} has colour {colour!r}, expected 'r,g,b' in 0..255",
-                            where)
+            raise DataError(f"line {number}: label {shown(name)} has colour {shown(colour)}, expected 'r,g,b' "
+                            "in 0..255", where)
         labels.append((name, rgb))  # type: ignore[arg-type]
     return labels
 
 
-def _colour_roles(labels: list[tuple[str, Colour | None]], where: Path) -> tuple[dict[Colour, str], dict[Colour, str]]:
+def _colour_roles(labels: list[tuple[str, Colour | None]], where: str) -> tuple[dict[Colour, str], dict[Colour, str]]:
     """Colour -> 'background' / 'lesion' for the two we use, and colour -> label name for the others."""
     roles: dict[Colour, str] = {}
     others: dict[Colour, str] = {}
     names = {n.lower() for n, _ in labels}
     if LESION_LABEL not in names:
-        shown = ", ".join(n for n, _ in labels) or "none"
-        raise DataError(f"declares no '{LESION_LABEL}' label (labels: {shown}); the CVAT task's label must be "
+        listed = name_some([cut(n, 40) for n, _ in labels]) or "none"
+        raise DataError(f"declares no '{LESION_LABEL}' label (labels: {listed}); the CVAT task's label must be "
                         f"named '{LESION_LABEL}'", where)
     if BACKGROUND_LABEL not in names:  # CVAT's implicit background is black
         roles[BACKGROUND_COLOUR] = BACKGROUND_LABEL
     for name, colour in labels:
         role = name.lower() if name.lower() in (BACKGROUND_LABEL, LESION_LABEL) else None
         if colour is None:
-            raise DataError(f"label {name!r} has no colour; export the task again from CVAT "
+            raise DataError(f"label {shown(name)} has no colour; export the task again from CVAT "
                             f"('{FORMAT_NAME}' writes every label's colour)", where)
         if role is not None:
             if roles.get(colour, role) != role:
@@ -272,7 +309,7 @@ def _colour_roles(labels: list[tuple[str, Colour | None]], where: Path) -> tuple
             others.setdefault(colour, name)
     for colour, name in others.items():
         if colour in roles:
-            raise DataError(f"label {name!r} has the colour {_show(colour)} of '{roles[colour]}'; "
+            raise DataError(f"label {shown(name)} has the colour {_show(colour)} of '{roles[colour]}'; "
                             "masks cannot tell them apart", where)
     return roles, others
 
@@ -281,20 +318,19 @@ def _show(colour: Colour) -> str:
     return f"RGB({colour[0]},{colour[1]},{colour[2]})"
 
 
-def _decode(data: bytes, where: Path, size: tuple[int, int], labels: list[tuple[str, Colour | None]],
+def _decode(data: bytes, where: str, size: tuple[int, int], labels: list[tuple[str, Colour | None]],
             roles: Mapping[Colour, str], others: Mapping[Colour, str]) -> np.ndarray:
     """One SegmentationClass PNG -> uint8 {0, 1} lesion mask (holes not yet filled)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            fmt, img = im.format, im.copy()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"not a readable image ({exc.__class__.__name__})", where) from None
-    if fmt != "PNG":
-        raise DataError(f"mask must be a PNG file (lossless), not {fmt or 'unknown format'}", where)
-    if img.size != tuple(size):
-        raise DataError(f"mask is {img.size[0]}x{img.size[1]} but its image is {size[0]}x{size[1]} "
-                        "(width x height); was the image resized or rotated in CVAT?", where)
+    # the header only: the sizes are checked before anything is decoded
+    with open_lazily(io.BytesIO(data), where, what="mask") as im:
+        if im.format != "PNG":
+            raise DataError(f"mask must be a PNG file (lossless), not {im.format or 'unknown format'}", where)
+        if im.size != tuple(size):
+            raise DataError(f"mask is {im.size[0]}x{im.size[1]} but its image is {size[0]}x{size[1]} "
+                            "(width x height); was the image resized or rotated in CVAT?", where)
+        check_pixels(im, where, MAX_MASK_PIXELS, what="mask")
+        load_pixels(im, where)
+        img = im.copy()
     if img.mode in ("L", "1", "LA"):
         # grayscale: the value is the label's line index in labelmap.txt (CVAT's rule for 1-channel masks)
         index = np.asarray(img.convert("L"))
@@ -308,7 +344,7 @@ def _decode(data: bytes, where: Path, size: tuple[int, int], labels: list[tuple[
             if name.lower() == LESION_LABEL:
                 lesion |= index == value
             elif name.lower() != BACKGROUND_LABEL:
-                raise DataError(f"uses label {name!r} (value {value}); only '{LESION_LABEL}' and "
+                raise DataError(f"uses label {shown(name)} (value {value}); only '{LESION_LABEL}' and "
                                 f"'{BACKGROUND_LABEL}' belong in a lesion mask", where)
         return lesion.astype(np.uint8)
     if img.mode not in ("RGB", "RGBA", "P", "PA"):
@@ -324,7 +360,7 @@ def _decode(data: bytes, where: Path, size: tuple[int, int], labels: list[tuple[
         elif role is None:
             count = int((codes == code).sum())
             if colour in others:
-                raise DataError(f"uses label {others[colour]!r} (colour {_show(colour)}, {count} pixels); only "
+                raise DataError(f"uses label {shown(others[colour])} (colour {_show(colour)}, {count} pixels); only "
                                 f"'{LESION_LABEL}' and '{BACKGROUND_LABEL}' belong in a lesion mask: relabel "
                                 "or delete those shapes in CVAT", where)
             raise DataError(f"has colour {_show(colour)} ({count} pixels) that labelmap.txt does not declare; "
@@ -359,7 +395,7 @@ def read_cvat_export(path: Path, rows: Sequence[Mapping[str, str]]) -> dict[str,
                             f"format '{FORMAT_NAME}')", source.where(labelmap_name))
         where = source.where(labelmap_name)
         try:
-            labels = _parse_labelmap(source.read(labelmap_name).decode("utf-8-sig"), where)
+            labels = _parse_labelmap(source.read(labelmap_name, MAX_LABELMAP_BYTES).decode("utf-8-sig"), where)
         except UnicodeDecodeError:
             raise DataError("not a text file", where) from None
         roles, others = _colour_roles(labels, where)
@@ -376,11 +412,11 @@ def read_cvat_export(path: Path, rows: Sequence[Mapping[str, str]]) -> dict[str,
             elif PurePosixPath(name).suffix.lower() != ".png":
                 raise DataError(f"mask of {owner} must be a PNG file", source.where(name))
             elif owner in found:
-                raise DataError(f"two masks for image {owner}: {found[owner]} and {name}", source.where(name))
+                raise DataError(f"two masks for image {owner}: {cut(found[owner])} and {cut(name)}", source.where(name))
             else:
                 found[owner] = name
         if strays:
-            more = f" (also: {name_some(strays[1:])})" if len(strays) > 1 else ""
+            more = f" (also: {name_some([cut(n) for n in strays[1:]])})" if len(strays) > 1 else ""
             raise DataError(f"not the mask of an image of this batch (CVAT names masks after the image files "
                             f"<image_id>.<ext>; were the images renamed?){more}", source.where(strays[0]))
         missing = [k for k in sizes if k not in found]
@@ -391,7 +427,7 @@ def read_cvat_export(path: Path, rows: Sequence[Mapping[str, str]]) -> dict[str,
         masks = {}
         for image_id, size in sizes.items():
             name = found[image_id]
-            lesion = _decode(source.read(name), source.where(name), size, labels, roles, others)
+            lesion = _decode(source.read(name, MAX_MASK_BYTES), source.where(name), size, labels, roles, others)
             masks[image_id] = ndimage.binary_fill_holes(lesion).astype(np.uint8)
         return masks
     finally:

@@ -38,8 +38,10 @@ import numpy as np
 from PIL import Image
 
 from ...data.dataset import LesionData
-from ...data.imageio import resize_mask
+from ...data.imageio import (DEFAULT_MAX_PIXELS, check_pixels, load_pixels, mask_values, open_lazily,
+                             resize_mask)
 from ...data.layouts import MASK_SUFFIXES, mask_id
+from ...data.names import id_problem, printable_name, printable_path, shown
 from ...errors import DataError, SaalError, name_some
 from ...io import atomic_write_text, read_csv, write_csv
 from .preannotate import Preannotations
@@ -89,8 +91,10 @@ images the model is least sure about first (column uncertainty: 0 = sure,
 
 
 def _check_id_is_filename(image_id: str) -> None:
-    if not image_id or image_id.startswith(".") or any(c in image_id for c in '/\\:*?"<>|\0'):
-        raise SaalError(f"image id {image_id!r} cannot be used as a file name in an annotation batch")
+    """The loader refuses such ids already; data built in Python (``LesionData``) is checked here."""
+    why = id_problem(image_id)
+    if why is not None:
+        raise SaalError(f"image id {shown(image_id)} cannot be used as a file name in an annotation batch ({why})")
 
 
 # -- export -----------------------------------------------------------------------------
@@ -147,8 +151,8 @@ def export_batch(out_dir: str | os.PathLike, ids: Sequence[str], data: LesionDat
         raise SaalError("the pre-annotations do not cover every image of the batch")
     index = [pos[k] for k in ids]
     target = out_dir.resolve()
-    for i in index:
-        src_dir = Path(data.sources[i]).resolve().parent if data.sources[i] else None
+    for i in index:  # only real files have a data folder (the embedded set's images have none)
+        src_dir = Path(data.sources[i]).resolve().parent if Path(data.sources[i] or "").is_file() else None
         if src_dir is not None and (target == src_dir or src_dir in target.parents):
             raise SaalError(f"{out_dir}: an annotation batch must not be written inside the data folder {src_dir}")
     if out_dir.exists():
@@ -205,28 +209,25 @@ def _mask_owner(stem: str, expected: set[str]) -> str | None:
 
 
 def _read_binary_mask(path: Path, expected_size: tuple[int, int] | None) -> np.ndarray:
-    """A mask file -> uint8 {0, 1} at its own size, after checking readability, size and values."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("RGBA") if im.mode == "P" else im.copy()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"not a readable image ({exc.__class__.__name__})", path) from None
-    if expected_size is not None and img.size != tuple(expected_size):
-        raise DataError(f"mask is {img.size[0]}x{img.size[1]} but its image is "
-                        f"{expected_size[0]}x{expected_size[1]} (width x height); draw it at the image's size", path)
-    arr = np.asarray(img)
-    if arr.ndim == 3:
-        colour = arr[..., :3] if arr.shape[-1] >= 3 else arr[..., :1]
-        if (colour != colour[..., :1]).any():
-            raise DataError("mask has colours; expected black background and white lesion only", path)
-        arr = colour[..., 0]
+    """A mask file -> uint8 {0, 1} at its own size, after checking readability, size and values.
+
+    The size is judged from the header, before decoding: a small PNG can declare
+    billions of pixels, and a mask must have its image's size anyway.
+    Transparency is read by the data loader's rule (:func:`saal.data.imageio.mask_values`).
+    """
+    with open_lazily(path, path, what="mask") as im:
+        if expected_size is not None and im.size != tuple(expected_size):
+            raise DataError(f"mask is {im.size[0]}x{im.size[1]} but its image is {expected_size[0]}x"
+                            f"{expected_size[1]} (width x height); draw it at the image's size", path)
+        check_pixels(im, path, DEFAULT_MAX_PIXELS, what="mask")
+        load_pixels(im, path)
+        arr, _ = mask_values(im, path)
     # bincount is a single pass for 8-bit masks; other depths (1-bit, 16-bit, float) are rare
     values = np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
     top = next((v for v in (1, 255, 65535) if set(values.tolist()) <= {0, v}), None)
     if top is None:
-        shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
-        raise DataError(f"mask is not binary: found {len(values)} values ({shown}); "
+        listed = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise DataError(f"mask is not binary: found {len(values)} values ({listed}); "
                         "expected 0 and 255 (or 0 and 1)", path)
     return (arr == top).astype(np.uint8)
 
@@ -251,15 +252,17 @@ def import_masks(masks_dir: str | os.PathLike, expected_ids: Iterable[str], *, i
     owners = {p: _mask_owner(p.stem, expected_set) if p.is_file() else None for p in files}
     strays = [p for p, owner in owners.items() if owner is None]
     if strays:
-        more = f" (also: {name_some([p.name for p in strays[1:]])})" if len(strays) > 1 else ""
-        raise DataError(f"not the mask of a queried image (expected one of {ACCEPTED_NAMES}){more}", strays[0])
+        more = f" (also: {name_some([printable_name(p.name) for p in strays[1:]])})" if len(strays) > 1 else ""
+        raise DataError(f"not the mask of a queried image (expected one of {ACCEPTED_NAMES}){more}",
+                        printable_path(strays[0]))
     found: dict[str, Path] = {}
     for path, owner in owners.items():
         if path.suffix.lower() != ".png":
-            raise DataError(f"mask of {owner} must be a PNG file (lossless), not {path.suffix or 'no extension'}",
-                            path)
+            raise DataError(f"mask of {owner} must be a PNG file (lossless), not "
+                            f"{printable_name(path.suffix) or 'no extension'}", printable_path(path))
         if owner in found:
-            raise DataError(f"two masks for image {owner}: {found[owner].name} and {path.name}; keep one", path)
+            raise DataError(f"two masks for image {owner}: {printable_name(found[owner].name)} and "
+                            f"{printable_name(path.name)}; keep one", printable_path(path))
         found[owner] = path
     missing = [k for k in expected if k not in found]
     if missing:

@@ -23,19 +23,25 @@ The import reads a Label Studio *JSON* export of the project: for each image of
 the batch it takes the most recently updated, not cancelled annotation, and
 unites its brush strokes labeled ``Lesion`` into one mask at the image's own
 size; every problem is a :class:`~saal.errors.DataError` naming the export file,
-the task and the image.
+the task and the image. The export is untrusted JSON: every field is checked
+for its type before use, ``updated_at`` is compared as an instant (ISO 8601,
+any UTC offset; a time without offset is taken as UTC), and a brush RLE's
+declared length is compared with the image's size before it is decoded (the
+length is the RLE's first four bytes, and decoding allocates it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 import numpy as np
 
+from ...data.names import shown
 from ...errors import DataError, SaalError, name_some
 from ...io import atomic_write_text
 from .preannotate import Preannotations
@@ -172,35 +178,100 @@ def _load_tasks(path: Path) -> list[dict[str, Any]]:
     return tasks
 
 
-def _latest_annotation(task_list: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The most recently updated, not cancelled annotation over the tasks of one image."""
-    done = [a for t in task_list for a in t.get("annotations") or [] if not a.get("was_cancelled")]
-    return max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0),
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)  # an annotation without any time: older than all others
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for messages: ``a list``, ``a string``, ..."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _task_id(task: dict[str, Any]) -> str:
+    return shown(task["id"]) if "id" in task else "?"
+
+
+def _list_of_objects(value: Any, field: str, where: str, path: Path) -> list[dict[str, Any]]:
+    """``value`` (a JSON field, ``null`` meaning none) as a list of objects, else a DataError."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(f"{where}: '{field}' is {_kind(value)}, expected a list", path)
+    for item in value:
+        if not isinstance(item, dict):
+            raise DataError(f"{where}: an item of '{field}' is {_kind(item)} {shown(item)}, expected an object", path)
+    return value
+
+
+def _updated(annotation: dict[str, Any], where: str, path: Path) -> datetime:
+    """When an annotation was last saved, as an instant: text order is wrong across UTC offsets ("10:00+02:00"
+    is before "09:30Z"); a time without offset is taken as UTC, Label Studio's own zone."""
+    field = "updated_at" if annotation.get("updated_at") else "created_at"
+    stamp = annotation.get(field)
+    if not stamp:
+        return _NEVER
+    try:
+        when = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise DataError(f"{where}: annotation {shown(annotation.get('id', '?'))} has {field} {shown(stamp)}, "
+                        "not an ISO 8601 time", path)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _latest_annotation(task_list: Sequence[dict[str, Any]], where: str, path: Path) -> dict[str, Any] | None:
+    """The most recently updated, not cancelled annotation over the tasks of one image (ties: highest id)."""
+    done = [a for t in task_list for a in _list_of_objects(t.get("annotations"), "annotations", where, path)
+            if not a.get("was_cancelled")]
+    return max(done, key=lambda a: (_updated(a, where, path), a["id"] if isinstance(a.get("id"), int) else -1),
                default=None)
+
+
+def _rle_pixels(rle: Any, size: tuple[int, int], where: str, path: Path) -> np.ndarray:
+    """A brush region's RLE -> its RGBA values (flat), checked to be byte values of the right length first."""
+    width, height = size
+    try:
+        values = np.asarray(rle) if isinstance(rle, list) else None
+    except (ValueError, TypeError):  # ragged nesting
+        values = None
+    if (values is None or values.ndim != 1 or values.dtype.kind not in "iu" or len(values) < 4
+            or values.min() < 0 or values.max() > 255):
+        found = "missing" if rle is None else f"{_kind(rle)} {shown(rle)}"
+        raise DataError(f"{where}: a brush region's 'rle' is {found}, expected a list of byte values (0..255)", path)
+    declared = int.from_bytes(bytes(values[:4].astype(np.uint8)), "big")  # the RLE's first 32 bits: its length
+    if declared != width * height * 4:
+        raise DataError(f"{where}: a brush region of {declared} values does not fit a {width}x{height} image",
+                        path)
+    try:
+        return np.asarray(_brush().decode_rle(rle), np.uint8)
+    except Exception as exc:  # the SDK's decoder runs off the end of a cut or forged RLE in several ways
+        raise DataError(f"{where}: a brush region's RLE cannot be decoded ({exc.__class__.__name__}); "
+                        "export the project again", path) from None
 
 
 def _annotation_mask(annotation: dict[str, Any], size: tuple[int, int], where: str, path: Path) -> np.ndarray:
     """Union of an annotation's ``Lesion`` brush regions, uint8 {0, 1} at ``size`` (width, height)."""
     width, height = size
     mask = np.zeros((height, width), np.uint8)
-    for region in annotation.get("result") or []:
-        kind = str(region.get("type", "")).lower()
-        value = region.get("value") or {}
-        if kind not in ("brushlabels", "labels") or value.get("format") != "rle":
-            raise DataError(f"{where}: a {region.get('type')!r} region; only brush masks (BrushLabels) can be "
+    for region in _list_of_objects(annotation.get("result"), "result", where, path):
+        kind = region.get("type")
+        kind = kind.lower() if isinstance(kind, str) else ""
+        value = region.get("value")
+        if kind not in ("brushlabels", "labels") or not isinstance(value, dict) or value.get("format") != "rle":
+            raise DataError(f"{where}: a {shown(region.get('type'))} region; only brush masks (BrushLabels) can be "
                             "imported: use the label config saal wrote", path)
-        labels = [str(v).lower() for v in value.get(kind) or value.get("brushlabels") or []]
+        labels = value.get(kind) or value.get("brushlabels") or []
+        labels = [str(v).lower() for v in labels] if isinstance(labels, list) else labels
         if labels != [LABEL.lower()]:
-            raise DataError(f"{where}: a region labeled {labels or 'nothing'}; the only label is {LABEL!r}", path)
+            raise DataError(f"{where}: a region labeled {shown(labels) if labels else 'nothing'}; the only label "
+                            f"is {LABEL!r}", path)
         got = (region.get("original_width"), region.get("original_height"))
         if got != (width, height):
-            raise DataError(f"{where}: the region was drawn on a {got[0]}x{got[1]} image but the image is "
-                            f"{width}x{height}; was the task's image replaced?", path)
-        pixels = np.asarray(_brush().decode_rle(value["rle"]), np.uint8)
-        if pixels.size != width * height * 4:
-            raise DataError(f"{where}: a brush region of {pixels.size} values does not fit a {width}x{height} image",
-                            path)
-        mask |= pixels.reshape(height, width, 4)[..., 3] > 0
+            raise DataError(f"{where}: the region was drawn on a {shown(got[0])}x{shown(got[1])} image but the "
+                            f"image is {width}x{height}; was the task's image replaced?", path)
+        mask |= _rle_pixels(value.get("rle"), size, where, path).reshape(height, width, 4)[..., 3] > 0
     return mask
 
 
@@ -213,22 +284,27 @@ def read_labelstudio_export(path: str | os.PathLike, rows: Sequence[Mapping[str,
     """
     path = Path(path)
     tasks = _load_tasks(path)
-    sizes = {r["image_id"]: (int(r["width"]), int(r["height"])) for r in rows}
+    try:
+        sizes = {str(r["image_id"]): (int(r["width"]), int(r["height"])) for r in rows}
+    except (KeyError, ValueError):
+        raise DataError("batch manifest has a row without an integer width and height") from None
     by_id: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         image_id = task["data"].get("saal_id")
+        if image_id is not None and not isinstance(image_id, str):
+            raise DataError(f"task {_task_id(task)} (image {shown(task['data'].get('image'))}): "
+                            f"'saal_id' is {_kind(image_id)} {shown(image_id)}, expected the image id as text; "
+                            "import saal's labelstudio/tasks.json unchanged", path)
         if image_id in sizes:
-            by_id.setdefault(str(image_id), []).append(task)
+            by_id.setdefault(image_id, []).append(task)
     if not by_id:
         raise DataError(f"no task of this batch (round {rows[0]['round'] if rows else '?'}): the export's tasks "
                         "lack 'saal_id' or belong to other images; import saal's labelstudio/tasks.json", path)
-    missing = [k for k in sizes if _latest_annotation(by_id.get(k, [])) is None]
+    where = {k: f"image {k} (task {name_some([_task_id(t) for t in by_id.get(k, [])]) or 'none'})"
+             for k in sizes}
+    latest = {k: _latest_annotation(by_id.get(k, []), where[k], path) for k in sizes}
+    missing = [k for k, annotation in latest.items() if annotation is None]
     if missing:
         raise DataError(f"no submitted annotation for {len(missing)} of {len(sizes)} images: {name_some(missing)}",
                         path)
-    masks = {}
-    for image_id, size in sizes.items():
-        annotation = _latest_annotation(by_id[image_id])
-        task_ids = ", ".join(str(t.get("id", "?")) for t in by_id[image_id])
-        masks[image_id] = _annotation_mask(annotation, size, f"image {image_id} (task {task_ids})", path)
-    return masks
+    return {k: _annotation_mask(latest[k], size, where[k], path) for k, size in sizes.items()}

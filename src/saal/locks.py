@@ -1,4 +1,4 @@
-"""File locks that let independent processes share one experiment directory.
+"""File locks that let independent processes share one run or experiment directory.
 
 Processes (on one machine or several, over a shared filesystem) coordinate through nothing but the
 run directory: a unit of work is *claimed* by creating its lock file with ``O_CREAT | O_EXCL``, which
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-#: The folder of an experiment directory that holds its lock files.
+#: The folder of an experiment directory that holds its lock files (cells, the shared stage).
 LOCKS_DIR = "locks"
 
 
