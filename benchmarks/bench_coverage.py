@@ -193,11 +193,11 @@ def run(args, out: Path) -> None:
     preset = get_preset(args.preset).with_overrides(ssl_epochs=args.ssl_epochs)
     budgets = [int(b) for b in (args.budgets or preset.budgets)]
     print(f"preset {preset.name}: {preset.synth_n} embedded images at {preset.image_size} px "
-          f"({'grayscale' if preset.grayscale else 'RGB'}), pool {preset.pool_size}, test {preset.test_size}; "
+          f"({preset.channels}), pool {preset.pool_size}, test {preset.test_size}; "
           f"budgets {budgets}; {args.seeds} selection seeds; SSL seed {args.ssl_seed}; {args.threads} thread(s); "
           f"run dir {out}")
     with timed("data generation"):
-        data = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.grayscale, seed=0)
+        data = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.loads_gray, seed=0)
         split = make_split(data, test_size=preset.test_size, pool_size=preset.pool_size, seed=0)
         pool, _ = apply_split(data, split)
     feats = build_features(args.features, pool, out, preset, args.device, args.ssl_seed)

@@ -36,9 +36,10 @@ runs vs seeds; and the wall time. ``OUT/<set>/bench_real.md`` gets the same tabl
     python benchmarks/bench_real.py --compare runs/bench-real/isic-genesis-b16:typiclust-ssl-entropy \
         runs/bench-real/isic:typiclust-ssl-entropy       # one cell across two variants (Genesis vs default), paired
 
-Variants (``--objective``, ``--schedule``, ``--ssl-batch``, ``--pool``, ``--readout``, ``--augment``) run in
-folders of their own, ``OUT/<set>-<variant>``; a variant of a later stage (readout, augmentation) reuses (links)
-the pretraining runs of the folder without it, so only what it changes is recomputed.
+Variants (``--objective``, ``--schedule``, ``--ssl-batch``, ``--pool``, ``--readout``, ``--augment``, and any
+preset setting with ``--set SETTING=VALUE``, e.g. ``--set channels=rgb --set seg_prior=lesion``) run in folders
+of their own, ``OUT/<set>-<variant>``; a variant of a later stage (readout, augmentation, the segmenter's
+settings) reuses (links) the pretraining runs of the folder without it, so only what it changes is recomputed.
 """
 
 from __future__ import annotations
@@ -98,15 +99,20 @@ def diagnoses(name: str, data_root: Path) -> dict[str, dict[str, bool]]:
 
 
 # ---------------------------------------------------------------------------------------------- running
+#: Settings of the self-supervised stage: a variant that changes one needs pretraining runs of its own.
+PRETRAINING_SETTINGS = ("ssl_objective", "ssl_schedule", "ssl_batch", "ssl_lr", "ssl_epochs", "ssl_patience",
+                        "feature_channels", "pool_size", "image_size", "base_width")
+
+
 def preset_for(args):
     from saal.config import get_preset
 
     budgets = tuple(int(b) for b in args.budgets.split(","))
-    return get_preset("demo").with_overrides(
-        name=f"yardstick-{args.size}", image_size=args.size, budgets=budgets, seg_steps=args.steps,
-        ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None, ssl_objective=args.objective,
-        ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch, pool_size=args.pool,
-        seg_augment=args.augment)
+    named = dict(name=f"yardstick-{args.size}", image_size=args.size, budgets=budgets, seg_steps=args.steps,
+                 ssl_epochs=args.ssl_epochs, test_size=40 if args.set == "ph2" else None, ssl_objective=args.objective,
+                 ssl_schedule=args.schedule, feature_readout=args.readout, ssl_batch=args.ssl_batch,
+                 pool_size=args.pool, seg_augment=args.augment)
+    return get_preset("demo").with_overrides(**{**named, **args.settings})
 
 
 def variant_folders(args) -> tuple[Path, Path | None]:
@@ -117,10 +123,12 @@ def variant_folders(args) -> tuple[Path, Path | None]:
     pretraining = [v for v, default in ((args.objective, demo.ssl_objective), (args.schedule, demo.ssl_schedule),
                                         (args.ssl_batch and f"b{args.ssl_batch}", f"b{demo.ssl_batch}"),
                                         (args.pool and f"pool{args.pool}", None)) if v and v != default]
+    pretraining += [f"{k}={v}" for k, v in args.settings.items() if k in PRETRAINING_SETTINGS]
     base = args.out / "-".join([args.set, *pretraining])
     later = [v for v, default in ((args.readout, demo.feature_readout), (args.augment and f"aug{args.augment}",
                                                                           f"aug{demo.seg_augment}"))
              if v and v != default]  # stages after the pretraining: they reuse it
+    later += [f"{k}={v}" for k, v in args.settings.items() if k not in PRETRAINING_SETTINGS]
     if later:
         return Path("-".join([str(base), *later])), base
     return base, None
@@ -341,6 +349,9 @@ def main() -> None:
     ap.add_argument("--ssl-batch", type=int, default=None, help="pretraining batch size (default: the demo preset's)")
     ap.add_argument("--pool", type=int, default=None, help="subsample the pool to this many images (seeded; default: "
                                                            "the whole training set), to measure the pool size's effect")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SETTING=VALUE",
+                    help="any other preset setting (saal.config.Preset), repeatable: e.g. --set channels=rgb; a "
+                         "variant of the stages after the pretraining reuses its pretraining runs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
@@ -348,8 +359,9 @@ def main() -> None:
         compare(args.compare)
         return
 
-    from saal.config import get_preset
+    from saal.config import get_preset, parse_settings
 
+    args.settings = parse_settings(args.overrides)
     args.cold_starts = [c for c in args.cold_starts.split(",") if c]
     args.cold_start = args.cold_start or get_preset("demo").cold_start
     args.query = args.query or get_preset("demo").query

@@ -26,7 +26,7 @@ from saal.config import get_preset
 from saal.data.embedded import load_embedded
 from saal.segmentation import SegConfig, train_segmentation
 preset = get_preset("demo")
-pool = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.grayscale, seed=0)
+pool = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.loads_gray, seed=0)
 pool = pool.subset(range(preset.synth_n - preset.test_size))
 labeled, unlabeled = pool.subset(range({labels})), pool.subset(range({labels}, len(pool)))
 unlabeled.masks = None

@@ -185,3 +185,27 @@ def test_cluster_entropy_takes_the_most_uncertain_image_of_each_uncovered_cluste
     rows = sorted(int(p[1:]) for p in picks)
     assert rows == [15, 25, 34]  # the most uncertain of blobs 1, 2 and 3; blob 0 already has a label
     assert make_query("entropy").select(active, 3, scores=scores, features=features) == ["i5", "i34", "i25"]
+
+
+def test_a_second_query_takes_over_at_its_budget(monkeypatch, tmp_path):
+    from saal.active import loop as loop_module
+    from saal.active.loop import LoopConfig, loop_query, run_simulated
+    from saal.data.dataset import LesionData
+
+    config = LoopConfig(budgets=(4, 8, 12), cold_start="random", query="random", query_then="entropy", switch_at=8,
+                        seg=loop_module.SegConfig(steps=1, batch_size=2, base_width=4, device="cpu"), init="scratch")
+    assert loop_query(config, 4).name == "random" and loop_query(config, 8).name == "entropy"
+    assert loop_query(LoopConfig(budgets=(4,), query="random"), 500).name == "random"  # no second query: never
+    used = []
+    real = loop_module.query_ids
+
+    def spy(model, active, pool, k, *, query, **kw):
+        used.append((active.n_labeled, query.name))
+        return real(model, active, pool, k, query=query, **kw)
+
+    monkeypatch.setattr(loop_module, "query_ids", spy)
+    rng = np.random.default_rng(0)
+    pool = LesionData(ids=[f"p{i}" for i in range(20)], images=rng.integers(0, 256, (20, 16, 16, 1), dtype=np.uint8),
+                      masks=rng.integers(0, 2, (20, 16, 16), dtype=np.uint8))
+    run_simulated(tmp_path / "loop", pool, None, config=config, features=None, ssl_state=None, progress=False)
+    assert used == [(4, "random"), (8, "entropy")]

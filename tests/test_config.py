@@ -48,7 +48,8 @@ def test_every_preset_field_has_a_constraint_and_every_preset_meets_them():
     ("dropout", 1.0, "dropout 1.0: must be a number >= 0 and < 1"),
     ("ssl_lr", float("nan"), "ssl_lr nan: must be a finite number"),
     ("budgets", (20, 10), "must be increasing positive label counts"),
-    ("grayscale", "yes", "must be true or false"),
+    ("seg_tta", "yes", "must be true or false"),
+    ("channels", "colour", "channels 'colour': choose one of gray, rgb"),
     ("query_reduction", "top5", "--reduction 'top5'"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_option(field, value, message):

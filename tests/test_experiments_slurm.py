@@ -19,7 +19,7 @@ from saal.experiments.collect import DONE_FILE
 from saal.experiments.matrix import build_matrix
 from saal.experiments.runner import RUNS_LOG, run_experiment
 from saal.experiments.slurm import (SLURM_DIR, SUBMISSIONS_LOG, SlurmOptions, free_locks_of_ended_jobs,
-                                    parse_slurm_options, submit_experiment)
+                                    parse_slurm_options, queued_tasks, submit_experiment)
 from saal.experiments.tasks import plan_tasks
 from saal.io import append_jsonl, read_csv, read_jsonl
 from saal.runtime import check_device, resolve_device, use_device
@@ -166,3 +166,22 @@ def test_resubmission_frees_only_locks_of_jobs_slurm_ended_on_the_lock_holders_n
     assert free_locks_of_ended_jobs(tmp_path, tasks, states.__getitem__) == [tasks[0].label]
     # running: kept; ended, but the lock was taken on another node (a process that claimed the task since): kept
     assert [t.lock_path(tmp_path).exists() for t in tasks] == [False, True, True]
+
+
+def test_resubmission_leaves_a_task_to_its_earlier_job_while_slurm_still_holds_it(tmp_path):
+    tasks = plan_tasks(build_matrix(TINY, cold_starts="random", inits="ssl"), [0, 1, 2], [0], full_seeds=0)
+    append_jsonl(tmp_path / SLURM_DIR / SUBMISSIONS_LOG,
+                 [{"job": "task", "id": f"7_{i}", "task": t.label} for i, t in enumerate(tasks)]
+                 + [{"job": "task", "id": "9_0", "task": tasks[2].label}])  # task 2 resubmitted since
+    # squeue lists 7_0 (pending) and 7_2 (running): only task 0's last job is among them
+    assert queued_tasks(tmp_path, tasks, {"7_0", "7_2"}) == {tasks[0].label: "7_0"}
+    assert queued_tasks(tmp_path, tasks, set()) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a job that fails: --device cuda without CUDA")
+def test_a_failed_job_is_named_by_its_error_not_by_its_log_path(tmp_path):
+    # submitit's message ends with the log paths; the error is the last line of the traceback above them
+    with pytest.raises(SaalError, match=r"the shared-stage job \S+ failed: \S*SaalError: --device cuda: torch "
+                                        r"sees no CUDA device.* \(log: .*_log\.err\)$"):
+        submit_experiment(tmp_path / "x", preset=TINY, slurm=LOCAL_JOBS, device="cuda", progress=False, **MATRIX)

@@ -23,6 +23,7 @@ LAYERS = [
     ("segmentation and active learning", ("saal.segmentation", "saal.active")),
     ("label-budget advisor", ("saal.advise",)),
     ("run directory and pipeline", ("saal.workspace", "saal.pipeline")),
+    ("Label Studio ML backend", ("saal.serve",)),
     ("experiment harness", ("saal.experiments",)),
     ("command line", ("saal.cli",)),
 ]

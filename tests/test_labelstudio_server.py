@@ -6,8 +6,13 @@ its own environment, since its pinned dependencies do not mix with ours),
 creates the project through the SDK, imports saal's ``tasks.json`` with the
 model's masks as predictions, checks Label Studio serves the images, submits
 annotations through the API, exports the project as JSON and runs
-``saal annotate import`` on the export, two rounds over one project. The server
-is stopped at the end; without Label Studio the test is skipped.
+``saal annotate import`` on the export, two rounds over one project. A second
+test connects ``saal serve`` as the project's ML backend (issue 24): predictions
+arrive for the tasks, annotations submitted through the API reach the backend
+through Label Studio's webhook, are recorded and trained on, the next
+predictions change, and the backend is killed (``kill -9``) and restarted on the
+way. The servers are stopped at the end; without Label Studio the tests are
+skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,7 +64,9 @@ def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(root), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-           "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false"}
+           "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
+           # the ML backend and its webhook are on localhost, which Label Studio refuses to call by default
+           "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false"}
     log = open(data / "server.log", "w")
     proc = subprocess.Popen([EXECUTABLE, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
                              "--data-dir", str(data), "--username", "saal@example.com", "--password",
@@ -163,3 +171,110 @@ def test_two_rounds_through_a_real_label_studio(server, tmp_path):
     assert main(["train", "--run", r, "-q"]) == 0
     rounds = [json.loads(x) for x in (run / "active/rounds.jsonl").read_text().splitlines()]
     assert [(x["round"], x["n_labeled"]) for x in rounds] == [(0, 4), (1, 8)]
+
+
+def _wait(condition, what: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen in {timeout:.0f} s")
+        time.sleep(0.5)
+    return value
+
+
+def _backend(run: Path, port: int, root: Path, log) -> subprocess.Popen:
+    """``saal serve`` on ``run``, answering once its /health does."""
+    proc = subprocess.Popen([sys.executable, "-m", "saal.cli.main", "serve", "--run", str(run), "--port", str(port),
+                             "--ls-root", str(root)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def up():
+        if proc.poll() is not None:
+            pytest.fail(f"saal serve exited with {proc.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait(up, "saal serve answering")
+    return proc
+
+
+def _predictions(client, project_id: int) -> dict[str, list]:
+    """Ask the connected backend for every task's prediction ("Retrieve predictions"), then read them back."""
+    client.actions.create(id="retrieve_tasks_predictions", project=project_id,
+                          selected_items={"all": True, "excluded": []})
+    return {task.data["saal_id"]: list(client.predictions.list(task=task.id))
+            for task in client.tasks.list(project=project_id)}
+
+
+def test_saal_serve_as_the_ml_backend_of_a_real_label_studio(server, tmp_path):
+    url, root = server
+    run = root / "served"
+    ws = open_workspace(run, preset=TINY, progress=False)
+    assert main(["select", "--run", str(run), "--budget", "4", "-q"]) == 0
+    port = _free_port()
+    backend_url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "serve.log", "w")
+    proc = _backend(run, port, root, log)  # exports the cold-start batch at once
+    try:
+        client = sdk.LabelStudio(base_url=url, api_key=TOKEN)
+        first = run / "annotate/round_0"
+        project = client.projects.create(title="saal live",
+                                         label_config=(first / "labelstudio/label_config.xml").read_text())
+        client.import_storage.local.create(project=project.id, path=str(run / "annotate"), use_blob_urls=True,
+                                           title="saal batches")
+        client.projects.import_tasks(id=project.id, request=json.loads((first / "labelstudio/tasks.json").read_text()))
+        client.ml.create(project=project.id, url=backend_url, title="saal")  # Label Studio checks /health, /setup
+
+        # before any mask: no proposal, and the prediction scores list the cold-start order
+        cold = _predictions(client, project.id)
+        plan = [r["image_id"] for r in read_csv(run / "selection.csv")]
+        assert all(len(p) == 1 and "cold start" in p[0].model_version and p[0].result == [] for p in cold.values())
+        assert sorted(cold, key=lambda k: -cold[k][0].score) == plan
+
+        truth = {k: ws.pool.masks[i] for i, k in enumerate(ws.pool.ids)}
+        tasks = {t.data["saal_id"]: t for t in client.tasks.list(project=project.id)}
+
+        def submit(image_id: str) -> None:
+            client.annotations.create(id=tasks[image_id].id, result=_region(truth[image_id]), was_cancelled=False,
+                                      ground_truth=False)
+
+        def recorded() -> set[str]:
+            state = run / "active/state.json"
+            return {e["id"] for e in json.loads(state.read_text())["labeled"]} if state.is_file() else set()
+
+        for image_id in plan[:2]:  # Label Studio's webhook brings each submitted annotation to the backend
+            submit(image_id)
+        _wait(lambda: recorded() == set(plan[:2]), "the first two masks recorded")
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9 mid-way, then start again on the same address
+        proc.wait(timeout=30)
+        proc = _backend(run, port, root, log)
+        assert recorded() == set(plan[:2])
+        for image_id in plan[2:]:
+            submit(image_id)
+        # the batch is complete: the backend trains in the background and exports the next batch
+        _wait(lambda: httpx.get(f"{backend_url}/health").json()["batch_round"] == 1, "the retraining")
+        labels = run / "active/labels"
+        assert all(np.array_equal(np.asarray(Image.open(labels / f"{k}.png")) >= 128, truth[k].astype(bool))
+                   for k in plan)
+        rounds = [json.loads(x) for x in (run / "active/rounds.jsonl").read_text().splitlines()]
+        assert [(r["round"], r["n_labeled"]) for r in rounds] == [(0, 4)]
+
+        second = run / "annotate/round_1"
+        client.projects.import_tasks(id=project.id, request=json.loads((second / "labelstudio/tasks.json").read_text()))
+        trained = _predictions(client, project.id)
+        version = next(p.model_version for p in trained[plan[0]] if "model of round" in p.model_version)
+        assert "model of round 0 on 4 masks" in version and version != cold[plan[0]][0].model_version
+        latest = {k: next(p for p in ps if p.model_version == version) for k, ps in trained.items()}
+        new = [r["image_id"] for r in sorted(read_csv(second / "manifest.csv"), key=lambda r: int(r["rank"]))]
+        assert sorted(latest, key=lambda k: -latest[k].score)[:4] == new  # the next batch first, in query order
+        assert all(latest[k].score == 0 for k in plan)  # annotated already
+        assert any(latest[k].result for k in latest)  # the model's masks as pre-annotations now
+        brushed = next(latest[k].result[0] for k in latest if latest[k].result)
+        assert brushed["type"] == "brushlabels" and brushed["value"]["brushlabels"] == ["Lesion"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        log.close()

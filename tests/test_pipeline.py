@@ -242,3 +242,27 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert "--budget" in err and "Traceback" not in err
     assert main(["train", "--run", str(tmp_path / "nothing")]) == 2
     assert "not a saal run directory" in capsys.readouterr().err
+
+
+def test_a_run_with_every_recipe_setting_through_set(tmp_path, capsys):
+    """Colour segmenter on gray features, strong augmentation, lesion prior, TTA, l2 features, trained transfer."""
+    tiny = ["image_size=32", "synth_n=48", "pool_size=36", "test_size=12", "ssl_epochs=1", "seg_steps=3",
+            "seg_batch=4", "budgets=4,8", "n_clusters=3"]
+    recipe = ["channels=rgb", "feature_channels=gray", "seg_augment=strong", "seg_prior=lesion", "seg_tta=true",
+              "feature_norm=l2", "seg_transfer=trained"]
+    assert main(["run", "--run", str(tmp_path / "other"), "--set", "channels=purple", "-q"]) == 2
+    assert "--set channels=purple" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    run = tmp_path / "recipe"
+    assert main(["run", "--run", str(run), "-q", *[a for s in tiny + recipe for a in ("--set", s)]]) == 0
+    rounds = [json.loads(x) for x in (run / "active/rounds.jsonl").read_text().splitlines()]
+    assert [r["n_labeled"] for r in rounds] == [4, 8]
+    recorded = json.loads((run / "run.json").read_text())["preset"]
+    assert recorded["channels"] == "rgb" and recorded["feature_channels"] == "gray" and recorded["seg_tta"] is True
+    config = json.loads((run / "active/config.json").read_text())
+    assert config["seg"]["in_channels"] == 3 and config["seg"]["prior"] == "lesion" and config["seg"]["tta"]
+    assert config["seg"]["augment"] == "strong"
+    assert config["seg"]["transfer"] == "encoder"  # the contrastive pretraining trained no decoder
+    ws = open_workspace(run, progress=False)
+    assert ws.pool.channels == 3 and ws.feature_pool.channels == 1 and ws.test.channels == 3
+    assert json.loads((run / "ssl/model.json").read_text())["unet"]["in_channels"] == 1
+    assert np.allclose(np.linalg.norm(pool_features(ws, progress=False), axis=1), 1, atol=1e-5)

@@ -52,17 +52,22 @@ from .errors import SaalError
 
 # ------------------------------------------------------------------------------ constraints
 #: Names each choice setting accepts (the registries implement exactly these; tests/test_config.py checks).
+CHANNELS = ("gray", "rgb")
 SSL_OBJECTIVES = ("genesis", "contrastive", "genesis+contrastive")
 SSL_SCHEDULES = ("step", "cosine", "plateau")
 COLD_STARTS = ("saal", "saal-typical", "random", "kcenter", "typiclust", "probcover")
 INITS = ("ssl", "scratch")
 FEATURE_READOUTS = ("bottleneck", "multiscale")
 LOSSES = ("ce", "dice", "ce+dice")
-AUGMENTATIONS = ("none", "flips", "full")
+AUGMENTATIONS = ("none", "flips", "full", "strong")
 TRAIN_MODES = ("supervised", "semi")
 QUERIES = ("random", "entropy", "bald", "variance", "uncertainty-diversity", "representative", "cold-start-rule",
            "cluster-entropy")
 REDUCTIONS = ("mean", "top10")
+PRIORS = ("none", "largest", "fill", "lesion")
+FEATURE_NORMS = ("none", "l2")
+#: ``trained``: what the objective trained (the encoder for contrastive, encoder + decoder otherwise).
+TRANSFERS = ("trained", "all-but-head", "encoder")
 FINETUNE_MODES = ("restart", "continue")
 
 
@@ -76,6 +81,9 @@ class Choice:
         if isinstance(value, str) and value in self.names:
             return None
         return f"choose one of {', '.join(self.names)}"
+
+    def parse(self, text: str) -> str:
+        return text
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,12 @@ class Number:
                   f"{'<' if self.open_high else '<='} {self.high:g}" if self.high is not None else ""]
         return f"must be {kind} {' and '.join(b for b in bounds if b)}"
 
+    def parse(self, text: str) -> int | float | str:
+        try:
+            return int(text) if self.integer else float(text)
+        except ValueError:
+            return text  # refused by problem() with the constraint's words
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -110,6 +124,9 @@ class Flag:
     def problem(self, value: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
 
+    def parse(self, text: str) -> bool | str:
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower(), text)
+
 
 @dataclass(frozen=True)
 class Text:
@@ -117,6 +134,9 @@ class Text:
 
     def problem(self, value: Any) -> str | None:
         return None if isinstance(value, str) and value.strip() else "must be a non-empty name"
+
+    def parse(self, text: str) -> str:
+        return text
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,9 @@ class Budgets:
             return None
         return f"must be increasing positive label counts, got {counts}"
 
+    def parse(self, text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
 
 @dataclass(frozen=True)
 class OrNone:
@@ -141,6 +164,9 @@ class OrNone:
 
     def problem(self, value: Any) -> str | None:
         return None if value is None else self.inner.problem(value)
+
+    def parse(self, text: str) -> Any:
+        return None if text.lower() == "none" else self.inner.parse(text)
 
 
 def count(low: int = 1) -> Number:
@@ -154,7 +180,8 @@ FRACTION = Number(integer=False, low=0, high=1, open_low=True, open_high=True)
 PARAMETER_CONSTRAINTS: dict[str, Any] = {
     "name": Text(),
     "image_size": count(16),
-    "grayscale": Flag(),
+    "channels": Choice(CHANNELS),
+    "feature_channels": Choice(CHANNELS),
     "pool_size": OrNone(count()),
     "test_size": count(),
     "synth_n": count(2),
@@ -172,6 +199,7 @@ PARAMETER_CONSTRAINTS: dict[str, Any] = {
     "n_clusters": count(),
     "feature_pool": count(),
     "feature_readout": Choice(FEATURE_READOUTS),
+    "feature_norm": Choice(FEATURE_NORMS),
     "seg_steps": count(0),
     "seg_epochs": OrNone(count()),
     "seg_batch": count(),
@@ -179,9 +207,14 @@ PARAMETER_CONSTRAINTS: dict[str, Any] = {
     "loss": Choice(LOSSES),
     "seg_augment": Choice(AUGMENTATIONS),
     "seg_train": Choice(TRAIN_MODES),
+    "seg_transfer": Choice(TRANSFERS),
+    "seg_prior": Choice(PRIORS),
+    "seg_tta": Flag(),
     "budgets": Budgets(),
     "query": Choice(QUERIES),
     "query_reduction": Choice(REDUCTIONS),
+    "query_then": Choice(("none", *QUERIES)),
+    "query_switch_at": count(),
     "mc_samples": count(),
     "seeds": count(),
 }
@@ -201,6 +234,32 @@ CALL_CONSTRAINTS: dict[str, Any] = {
 }
 
 
+def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["seg_augment=strong", "budgets=10,20"]`` -> checked preset settings (``--set`` on the command line).
+
+    Values are read as each setting's constraint says (numbers, true/false, comma lists, ``none``), then
+    checked like every other option.
+
+    >>> parse_settings(["channels=rgb", "seg_tta=true", "budgets=10,20"])
+    {'channels': 'rgb', 'seg_tta': True, 'budgets': (10, 20)}
+    """
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in PARAMETER_CONSTRAINTS or key == "name":
+            settable = ", ".join(k for k in PARAMETER_CONSTRAINTS if k != "name")
+            raise SaalError(f"--set {pair!r}: expected SETTING=VALUE with SETTING one of {settable}")
+        value = PARAMETER_CONSTRAINTS[key].parse(text.strip())
+        problem = PARAMETER_CONSTRAINTS[key].problem(value)
+        if problem:
+            raise SaalError(f"--set {key}={text.strip()}: {problem}")
+        settings[key] = value
+    if "budgets" in settings:
+        settings["budgets"] = tuple(int(b) for b in settings["budgets"])
+    return settings
+
+
 def check_options(**options: Any) -> None:
     """Check command options against :data:`PARAMETER_CONSTRAINTS` (None: not given); SaalError on the first bad one.
 
@@ -208,10 +267,10 @@ def check_options(**options: Any) -> None:
     costs nothing but one line.
 
     >>> check_options(query="entropy", cold_start=None)
-    >>> check_options(query="entrpy")
+    >>> check_options(init="scatch")
     Traceback (most recent call last):
     ...
-    saal.errors.SaalError: --query 'entrpy': choose one of random, entropy, bald, variance, uncertainty-diversity, representative, cold-start-rule, cluster-entropy
+    saal.errors.SaalError: --init 'scatch': choose one of ssl, scratch
     """
     for name, value in options.items():
         if value is None:
@@ -240,8 +299,12 @@ class Preset:
         How the preset is called (``demo``, ``cpu``, ``paper``, or a custom name).
     image_size : int
         Side in pixels of the square images every stage sees.
-    grayscale : bool
-        Convert the images to one channel (the paper's setting) instead of RGB.
+    channels : {"gray", "rgb"}
+        What the segmenter sees: one gray channel (the paper's setting) or the colour image.
+    feature_channels : {"gray", "rgb"}
+        What the self-supervised pretraining, and so the selection features, see; independent of
+        ``channels`` (a segmenter of one kind starts from a pretraining of the other through
+        :func:`saal.models.unet.adapt_input_channels`).
     pool_size : int or None
         Images of a random split's pool (None, every preset's choice: every non-test image, so a user's
         whole folder is the pool; set a number only to subsample it, e.g. for a quick measurement).
@@ -272,6 +335,9 @@ class Preset:
     feature_readout : str
         ``bottleneck`` (the paper's pooled bottleneck) or ``multiscale`` (every encoder level, pooled
         and normalised per level); see :mod:`saal.selection.features`.
+    feature_norm : {"none", "l2"}
+        ``l2`` scales every feature row to unit length before clustering and neighbour search (cosine
+        geometry, as TypiClust's and ProbCover's authors do).
     seg_steps : int
         Optimisation steps of every segmentation training, whatever the labeled budget (0 with
         ``seg_epochs``).
@@ -285,10 +351,23 @@ class Preset:
     seg_train : str
         ``supervised`` (the labeled images alone) or ``semi`` (plus pseudo-labels on the unlabeled
         pool, :mod:`saal.segmentation.semi`).
+    seg_transfer : {"trained", "all-but-head", "encoder"}
+        What the segmenter takes from the self-supervised weights (``init="ssl"``): ``trained`` is what
+        the pretraining trained (the encoder alone after ``contrastive``, which never trains the
+        decoder; encoder and decoder otherwise); or name it.
+    seg_prior : str
+        The lesion prior applied to every predicted mask (evaluation, pre-annotations, stop set):
+        ``none``, ``largest`` (the largest connected component), ``fill`` (holes filled) or ``lesion``
+        (both); see :mod:`saal.segmentation.prior`.
+    seg_tta : bool
+        Average the predictions over the 8 symmetries of the square (test-time augmentation).
     budgets : tuple of int
         Cumulative labeled counts of the rounds; the first is the cold start.
     query : str
         Query of the rounds after the cold start (see :mod:`saal.active.queries`).
+    query_then, query_switch_at
+        A second query that takes over once ``query_switch_at`` images are labeled (``none``: ``query``
+        throughout): e.g. the cold-start rule while coverage pays, then what the model gets wrong.
     query_reduction : str
         How the uncertainty queries score an image from its pixels: ``mean`` or ``top10`` (the mean of
         the 10 % most uncertain pixels); see :mod:`saal.active.heuristics`.
@@ -303,16 +382,17 @@ class Preset:
     >>> small = get_preset("demo").with_overrides(name="small", budgets=[10, 20])
     >>> small.budgets, small.image_size
     ((10, 20), 64)
-    >>> get_preset("demo").with_overrides(query="entrpy")
+    >>> get_preset("demo").with_overrides(seg_prior="largets")
     Traceback (most recent call last):
     ...
-    saal.errors.SaalError: --query 'entrpy': choose one of random, entropy, bald, variance, uncertainty-diversity, representative, cold-start-rule, cluster-entropy
+    saal.errors.SaalError: seg_prior 'largets': choose one of none, largest, fill, lesion
     """
 
     name: str
     # data
     image_size: int = 64
-    grayscale: bool = True
+    channels: str = "gray"
+    feature_channels: str = "gray"
     pool_size: int | None = None
     test_size: int = 100
     synth_n: int = 500
@@ -335,6 +415,7 @@ class Preset:
     n_clusters: int = 10
     feature_pool: int = 1
     feature_readout: str = "bottleneck"
+    feature_norm: str = "none"
     # segmentation
     seg_steps: int = 200
     seg_epochs: int | None = None
@@ -343,9 +424,14 @@ class Preset:
     loss: str = "ce+dice"
     seg_augment: str = "flips"
     seg_train: str = "supervised"
+    seg_transfer: str = "all-but-head"
+    seg_prior: str = "none"
+    seg_tta: bool = False
     # active learning: the cold-start rule continued
     budgets: tuple[int, ...] = (10, 20, 40, 80)
     query: str = "cold-start-rule"
+    query_then: str = "none"
+    query_switch_at: int = 40
     query_reduction: str = "mean"
     mc_samples: int = 8
     # experiments
@@ -368,11 +454,19 @@ class Preset:
         """The preset a ``run.json`` recorded.
 
         A field the record predates takes the value the run was made with (:data:`BEFORE_THE_FIELD`), not
-        today's default; retired fields are ignored.
+        today's default; ``grayscale`` (before the segmenter and the features had channels of their own)
+        sets both; other retired fields are ignored.
         """
         known = {f.name for f in fields(cls)}
         values = {**BEFORE_THE_FIELD, **{k: v for k, v in recorded.items() if k in known}}
+        if "grayscale" in recorded and "channels" not in recorded:
+            values["channels"] = values["feature_channels"] = "gray" if recorded["grayscale"] else "rgb"
         return cls(**values)
+
+    @property
+    def loads_gray(self) -> bool:
+        """Whether every stage sees gray images, so the data can be loaded as one channel."""
+        return self.channels == self.feature_channels == "gray"
 
     def extends(self, earlier: "Preset") -> bool:
         """Whether this preset is ``earlier`` with more budgets appended: a run made with it can grow."""
@@ -391,7 +485,8 @@ class Preset:
 
 #: What a run made before a field existed did: its value for records that lack the field.
 BEFORE_THE_FIELD = {"ssl_objective": "genesis", "ssl_schedule": "step", "feature_readout": "bottleneck",
-                    "seg_augment": "flips", "seg_train": "supervised", "query_reduction": "mean"}
+                    "seg_augment": "flips", "seg_train": "supervised", "query_reduction": "mean", "seg_prior": "none",
+                    "seg_tta": False, "feature_norm": "none", "seg_transfer": "all-but-head", "query_then": "none"}
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(name="demo"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,11 @@ SMALL_DATA_TEST_SHARE = 0.2
 
 @dataclass
 class Workspace:
-    """An opened run directory with its data loaded and split."""
+    """An opened run directory with its data loaded and split.
+
+    ``pool`` and ``test`` are what the segmenter sees (the preset's ``channels``); the pretraining and the
+    selection features see :attr:`feature_pool` (``feature_channels``): the same images, gray or colour.
+    """
 
     run_dir: Path
     preset: Preset
@@ -63,6 +68,11 @@ class Workspace:
     test: LesionData | None  # None when the data has no masks (nothing to evaluate on)
     original_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    feature_pool: LesionData | None = None  # None: the pool itself (set by open_workspace)
+
+    def __post_init__(self):
+        if self.feature_pool is None:
+            self.feature_pool = self.pool
 
     @property
     def labeled_data(self) -> bool:
@@ -94,9 +104,9 @@ def _check_agrees(run_dir: Path, recorded: dict, source: str | None, preset: Pre
 
 def _load(source: str, preset: Preset, *, skip_bad: bool, progress: bool) -> tuple[LesionData, dict, list[str]]:
     if source == EMBEDDED:
-        data = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.grayscale, seed=0)
+        data = load_embedded(n=preset.synth_n, image_size=preset.image_size, grayscale=preset.loads_gray, seed=0)
         return data, {}, []
-    result = load_dataset(source, image_size=preset.image_size, grayscale=preset.grayscale,
+    result = load_dataset(source, image_size=preset.image_size, grayscale=preset.loads_gray,
                           skip_bad=skip_bad, progress=progress)
     sizes = dict(zip(result.data.ids, (tuple(s) for s in result.original_sizes)))
     notes = list(result.warnings) + [f"skipped {p}" for p in result.skipped]
@@ -175,12 +185,23 @@ def open_workspace(run_dir: str | os.PathLike, *, data: str | os.PathLike | None
                               "split_mode": split_mode, "saal_version": __version__, "notes": notes})
     split = load_split(run_dir)
     pool, test = apply_split(loaded, split)
-    return Workspace(run_dir=run_dir, preset=chosen, seed=seed, source=source, data=loaded, pool=pool,
-                     test=test if (test.masks is not None and len(test)) else None,
-                     original_sizes=sizes, warnings=notes)
+    return Workspace(run_dir=run_dir, preset=chosen, seed=seed, source=source, data=loaded,
+                     pool=pool.as_channels(chosen.channels),
+                     test=test.as_channels(chosen.channels) if (test.masks is not None and len(test)) else None,
+                     original_sizes=sizes, warnings=notes, feature_pool=pool.as_channels(chosen.feature_channels))
 
 
-_held: dict[Path, int] = {}  # run directories this process holds, with how deep it holds each
+class _Hold:
+    """This process's hold on one run directory: the lock file and how many ``with`` blocks are inside it."""
+
+    def __init__(self, lock: FileLock):
+        self.lock = lock
+        self.depth = 1
+
+
+_held: dict[Path, _Hold] = {}  # run directories this process holds
+#: Guards ``_held``: the threads of one process (the ML backend's request threads and its trainer) share its hold.
+_held_guard = threading.Lock()
 
 
 @contextmanager
@@ -188,33 +209,46 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold ``run_dir`` for this process during the ``with`` block; another process holding it is an error.
 
     Two processes changing one run (two imports, two trainings) would lose one's update; the second is
-    told in one line who holds the run instead. The lock is re-entrant within a process, taken over when
-    its holder died (a killed process never blocks a run), and on taking it the temporary files that
+    told in one line who holds the run instead. The lock is re-entrant within a process, its threads
+    included (``saal serve`` records masks while its trainer holds the run: the hold ends when the last
+    block of any thread ends; threads that change the same files must still exclude each other), taken over
+    when its holder died (a killed process never blocks a run), and on taking it the temporary files that
     killed writes left behind are removed: no other process can be writing them.
     """
     key = Path(run_dir).resolve()
     if key.exists() and not key.is_dir():
         raise SaalError(f"{run_dir} exists and is not a directory")
-    if key in _held:
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    lock = FileLock(key / LOCK_FILE)
-    if not lock.acquire():
-        owner = lock.holder()
-        who = owner.describe() if owner is not None else "another process"
-        raise SaalError(f"{run_dir} is in use by another saal command ({who}); wait for it to finish, "
-                        "one command per run at a time")
-    _held[key] = 1
+    with _held_guard:
+        hold = _held.get(key)
+        if hold is not None:
+            hold.depth += 1
+        else:
+            lock = FileLock(key / LOCK_FILE)
+            if not lock.acquire():
+                owner = lock.holder()
+                who = owner.describe() if owner is not None else "another process"
+                raise SaalError(f"{run_dir} is in use by another saal command ({who}); wait for it to finish, "
+                                "one command per run at a time")
+            hold = _held[key] = _Hold(lock)
+            try:
+                remove_temp_files(key)
+            except BaseException:
+                _release(key)
+                raise
     try:
-        remove_temp_files(key)
         yield
     finally:
+        with _held_guard:
+            _release(key)
+
+
+def _release(key: Path) -> None:
+    """Leave one ``with`` block of ``key`` (under ``_held_guard``); the last one out gives the lock file up."""
+    hold = _held[key]
+    hold.depth -= 1
+    if hold.depth == 0:
         del _held[key]
-        lock.release()
+        hold.lock.release()
 
 
 def remove_temp_files(run_dir: Path) -> list[Path]:

@@ -45,6 +45,7 @@ from ..render.figures import plot_round_curve
 from ..runtime import generator
 from ..segmentation import SegConfig, evaluate, iter_predictions, train_segmentation
 from ..selection.registry import make_cold_start
+from .effort import round_effort
 from .oracle import SimulatedOracle
 from .pool import ActiveSet
 from .queries import Query, make_query
@@ -69,6 +70,8 @@ class LoopConfig:
         A :mod:`saal.selection` cold start (round 0), e.g. ``"saal"``; the ``cold-start-rule`` query continues it.
     query : str
         A :mod:`saal.active.queries` query (rounds >= 1), e.g. ``"entropy"``.
+    query_then, switch_at : str, int
+        The query that replaces ``query`` once ``switch_at`` images are labeled (``"none"``: never).
     reduction : {"mean", "top10"}
         How the uncertainty queries score an image from its pixels (:mod:`saal.active.heuristics`).
     init : {"ssl", "scratch"}
@@ -95,6 +98,8 @@ class LoopConfig:
     seg: SegConfig = field(default_factory=SegConfig)
     cold_start: str = DEFAULTS.cold_start
     query: str = DEFAULTS.query
+    query_then: str = DEFAULTS.query_then
+    switch_at: int = DEFAULTS.query_switch_at
     reduction: str = DEFAULTS.query_reduction
     init: str = DEFAULTS.init
     finetune: str = "restart"
@@ -106,9 +111,9 @@ class LoopConfig:
     def __post_init__(self):
         if not self.budgets:
             raise SaalError("budgets must list at least one label count")
-        check_options(budgets=self.budgets, cold_start=self.cold_start, query=self.query,
-                      query_reduction=self.reduction, init=self.init, finetune=self.finetune,
-                      mc_samples=self.mc_samples, n_clusters=self.n_clusters, seed=self.seed)
+        check_options(budgets=self.budgets, cold_start=self.cold_start, query=self.query, query_then=self.query_then,
+                      query_switch_at=self.switch_at, query_reduction=self.reduction, init=self.init,
+                      finetune=self.finetune, mc_samples=self.mc_samples, n_clusters=self.n_clusters, seed=self.seed)
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
 
     @classmethod
@@ -126,7 +131,8 @@ class LoopConfig:
         overrides = {k: v for k, v in (("steps", steps), ("train", train)) if v is not None}
         seg = SegConfig.from_preset(preset, in_channels=in_channels, **overrides)
         defaults = {"cold_start": preset.cold_start, "query": preset.query, "reduction": preset.query_reduction,
-                    "init": preset.init, "n_clusters": preset.n_clusters}
+                    "init": preset.init, "n_clusters": preset.n_clusters, "query_then": preset.query_then,
+                    "switch_at": preset.query_switch_at}
         return cls(budgets=tuple(budgets or preset.budgets), seg=seg, mc_samples=preset.mc_samples,
                    **{**defaults, **options})
 
@@ -134,9 +140,10 @@ class LoopConfig:
     def from_dict(cls, record: dict[str, Any]) -> "LoopConfig":
         """The config a ``config.json`` describes; fields it predates take the value they had then."""
         known = {f for f in cls.__dataclass_fields__ if f in record}
-        values = {"reduction": "mean", **{k: record[k] for k in known}}
-        values["seg"] = SegConfig(**{k: v for k, v in record.get("seg", {}).items()
-                                     if k in SegConfig.__dataclass_fields__})
+        values = {"reduction": "mean", "query_then": "none", **{k: record[k] for k in known}}
+        # inference settings a record predates: the plain arg-max mask it was evaluated with
+        seg = {"prior": "none", "tta": False, **record.get("seg", {})}
+        values["seg"] = SegConfig(**{k: v for k, v in seg.items() if k in SegConfig.__dataclass_fields__})
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -296,10 +303,15 @@ def cold_start_ids(pool: LesionData, budget: int, *, config: LoopConfig, feature
     return [pool.ids[i] for i in strategy.select(features, budget, seed=config.seed).indices]
 
 
-def loop_query(config: LoopConfig) -> Query:
-    """The loop's query (rounds >= 1), built from its settings: ``cold-start-rule`` continues ``config.cold_start``."""
-    return make_query(config.query, seed=config.seed, n_clusters=config.n_clusters, reduction=config.reduction,
-                      cold_start=config.cold_start)
+def loop_query(config: LoopConfig, n_labeled: int) -> Query:
+    """The query that picks the next batch once ``n_labeled`` images are labeled, built from the loop's settings.
+
+    ``config.query`` (``cold-start-rule`` continues ``config.cold_start``), or ``config.query_then`` from
+    ``config.switch_at`` labels on.
+    """
+    switched = config.query_then != "none" and n_labeled >= config.switch_at
+    return make_query(config.query_then if switched else config.query, seed=config.seed, n_clusters=config.n_clusters,
+                      reduction=config.reduction, cold_start=config.cold_start)
 
 
 def query_ids(model: UNet | None, active: ActiveSet, pool: LesionData, k: int, *, query: Query,
@@ -345,9 +357,10 @@ def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test:
     if config.save_models:
         loop.save_model(model, f"round_{round}", meta)
     loop.save_model(model, "latest", meta)
-    save_stop_predictions(loop.path, model, pool, round=round, seed=config.seed, device=seg.device)
+    save_stop_predictions(loop.path, model, pool, round=round, seed=config.seed, device=seg.device, prior=seg.prior,
+                          tta=seg.tta)
     if test is not None:
-        result = evaluate(model, test, device=seg.device)
+        result = evaluate(model, test, device=seg.device, prior=seg.prior, tta=seg.tta)
         result.write_csv(loop.file("eval", f"round_{round}.csv"))
         summary = result.summary
         for m in RECORD_METRICS:
@@ -390,7 +403,6 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
     loop.path.mkdir(parents=True, exist_ok=True)
     loop.check_config(config)
     active = loop.load_active(pool.ids)
-    query = loop_query(config)
     done = {r["round"] for r in loop.rounds()}
     model: UNet | None = None
     for r, budget in enumerate(config.budgets):
@@ -409,6 +421,7 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
             elif r == 0:
                 new = cold_start_ids(pool, budget, config=config, features=features)
             else:
+                query = loop_query(config, active.n_labeled)
                 if model is None and query.needs_predictions:
                     loaded = loop.load_model("latest")
                     model = None if loaded is None else loaded[0]
@@ -422,11 +435,15 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
         if r in done:
             model = None  # the next query reloads the newest model from disk
             continue
+        asked = [k for k in active.labeled_ids if active.round_of(k) == r] if r else []
+        extra = round_effort(loop.load_model("latest") if r else None, pool, asked, labeled_masks(
+            loop, active, pool, asked), round=r, prior=config.seg.prior, tta=config.seg.tta)  # before it is replaced
         model, record = train_and_evaluate(loop, active, pool, test, config=config, round=r,
                                            ssl_state=ssl_state, progress=progress)
         if query_seconds is not None:
-            record["query_seconds"] = round_to(query_seconds, 2)
-            loop.save_record(record)
+            extra["query_seconds"] = round_to(query_seconds, 2)
+        if extra:
+            loop.save_record({**record, **extra})
     if test is not None:
         plot_curve(loop, title=f"{config.cold_start} cold start, {config.init} init, {config.query} query")
     return loop.rounds()

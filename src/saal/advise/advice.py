@@ -21,6 +21,7 @@ from ..io import read_csv, read_jsonl, write_json
 from ..render.html import Table
 from .agreement import RoundAgreement, agreement_series, trend
 from .curve import MIN_POINTS, Curve, bootstrap_means, fit_curve, fit_many, power_law
+from .effort import effort_rows
 
 #: A doubling of the labels that is expected to add less than this (a Dice fraction: one point) does not pay.
 PAYS_PER_DOUBLING = 0.01
@@ -58,6 +59,7 @@ class Advice:
     why_no_curve: str | None = None
     source: str = "test"                              # where the measured Dice come from: "test", "cross-validation"
     sentence: str = ""
+    effort: list[dict[str, Any]] = field(default_factory=list)  # per round: what its proposals left to change
 
     @property
     def dice(self) -> float | None:
@@ -73,7 +75,8 @@ class Advice:
                 "interval": list(INTERVAL),
                 "gain_per_doubling": None if self.gain_per_doubling is None else asdict(self.gain_per_doubling),
                 "verdict": self.verdict, "rule": RULE, "why_no_curve": self.why_no_curve,
-                "agreement": [asdict(a) for a in self.agreement], "agreement_trend": self.trend}
+                "agreement": [asdict(a) for a in self.agreement], "agreement_trend": self.trend,
+                "effort": self.effort}
 
 
 def next_budgets(planned: Sequence[int], n_labeled: int, count: int = 2) -> list[int]:
@@ -219,11 +222,13 @@ def advise_loop(directory: Path, planned: Sequence[int] = (), *, max_labels: int
     agreement = agreement_series(directory, records)
     if crossval is not None and not scored:
         sizes, cv_dice = crossval
-        return advise_rounds(sizes, np.nanmean(cv_dice, axis=1).tolist(), targets, per_image=cv_dice,
-                             agreement=agreement, n_boot=n_boot, seed=seed, n_labeled=n_labeled,
-                             source="cross-validation")
-    return advise_rounds([r["n_labeled"] for r in records], dice, targets, per_image=per_image, agreement=agreement,
-                         n_boot=n_boot, seed=seed)
+        advice = advise_rounds(sizes, np.nanmean(cv_dice, axis=1).tolist(), targets, per_image=cv_dice,
+                               agreement=agreement, n_boot=n_boot, seed=seed, n_labeled=n_labeled,
+                               source="cross-validation")
+    else:
+        advice = advise_rounds([r["n_labeled"] for r in records], dice, targets, per_image=per_image,
+                               agreement=agreement, n_boot=n_boot, seed=seed)
+    return replace(advice, effort=effort_rows(records))
 
 
 def advice_table(advice: Advice) -> Table:

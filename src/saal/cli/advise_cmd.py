@@ -38,10 +38,12 @@ def advise_cmd(
     Verdict: more labels are likely worth it when even the 10 % end of the expected gain from doubling the labels
     is at least 1 Dice point, likely not worth it when even the 90 % end is below 1 point, uncertain otherwise.
 
-    Prints a table (labels, measured Dice, fitted, forecast with interval, agreement) and the sentence; writes
+    Prints a table (labels, measured Dice, fitted, forecast with interval, agreement) and the sentence; then, for
+    the rounds whose images went out with the previous model's masks as pre-annotations, the annotation effort:
+    the proposals' Dice against the masks and the share of pixels an annotator had to change. Writes
     RUN/active/advice.json. See docs/active-learning.md, "How many more labels?".
     """
-    from ..advise import advice_table
+    from ..advise import advice_table, effort_table
     from ..pipeline.advice import advise_run
 
     advice = advise_run(run, crossval_folds=crossval, steps=steps, progress=not quiet)
@@ -49,6 +51,11 @@ def advise_cmd(
     typer.echo(table.to_markdown())
     typer.echo("")
     typer.echo(advice.sentence)
+    effort = effort_table(advice.effort)
+    if effort is not None:
+        typer.echo("")
+        typer.echo(f"{effort.title}: {effort.note}")
+        typer.echo(effort.to_markdown())
 
 
 def register(app: typer.Typer) -> None:

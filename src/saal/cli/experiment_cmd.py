@@ -67,6 +67,9 @@ def experiment(
     objective: Optional[str] = typer.Option(None, "--objective",
                                             help="Self-supervised objective of a new OUTDIR: genesis, contrastive or "
                                                  "genesis+contrastive (default: the preset's)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="SETTING=VALUE",
+                                             help="Any preset setting of a new OUTDIR by its name (repeat for "
+                                                  "several), e.g. --set channels=rgb --set seg_augment=strong."),
     workers: int = typer.Option(1, "--workers", metavar="N",
                                 help="Local worker processes, one torch thread each (2 suits a 2-core machine)."),
     split: str = typer.Option("random", "--split",
@@ -125,7 +128,10 @@ def experiment(
         _print_results(out, outcome.results)
         _refuse_partial(outcome)
         return
-    data_options = dict(split_mode=split, skip_bad=skip_bad, seed=seed, settings={"ssl_objective": objective})
+    from ..config import parse_settings
+
+    settings = {"ssl_objective": objective, **parse_settings(sets or [])}
+    data_options = dict(split_mode=split, skip_bad=skip_bad, seed=seed, settings=settings)
     if launcher == "local":
         from ..experiments.runner import run_experiment
 
@@ -141,7 +147,8 @@ def experiment(
                            cluster="local" if launcher == "slurm-local" else "slurm")
     submission = submit_experiment(out, data=data, preset=preset, ssl_seeds=ssl_seeds, slurm=options, wait=wait,
                                    device=device, progress=not no_progress, **matrix, **data_options)
-    typer.echo(f"{len(submission.submitted)} of {len(submission.planned)} tasks submitted")
+    queued = f" ({len(submission.queued)} still queued or running in earlier jobs)" if submission.queued else ""
+    typer.echo(f"{len(submission.submitted)} of {len(submission.planned)} tasks submitted{queued}")
     if submission.failed:
         typer.echo(f"failed task jobs: {', '.join(submission.failed)}", err=True)
     if submission.outcome is not None:

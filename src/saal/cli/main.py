@@ -31,11 +31,12 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from . import advise_cmd, data_cmds, experiment_cmd, pipeline_cmds, synth_cmd
+    from . import advise_cmd, data_cmds, experiment_cmd, pipeline_cmds, serve_cmd, synth_cmd
 
     data_cmds.register(app)
     synth_cmd.register(app)
     pipeline_cmds.register(app)
+    serve_cmd.register(app)
     advise_cmd.register(app)
     experiment_cmd.register(app)
 

@@ -50,18 +50,24 @@ REDUCTION_HELP = ("How the uncertainty queries (entropy, bald, variance, uncerta
                   "Default: the preset's (mean).")
 
 
+SET_HELP = ("Any setting of a new run's preset, by its name (repeat for several): e.g. --set channels=rgb --set "
+            "seg_augment=strong --set seg_prior=lesion --set seg_tta=true. Recorded in RUN/run.json; the settings "
+            "and their values are listed under 'Presets' in README.md and in saal.config.Preset's documentation.")
+
+
 @contextmanager
 def _workspace(run: Path, data: Optional[Path], preset: Optional[str], seed: Optional[int],
                skip_bad: bool = False, quiet: bool = False, create: bool = True, objective: Optional[str] = None,
-               **options) -> Iterator:
+               sets: Optional[list[str]] = None, **options) -> Iterator:
     """The opened run, held by this process for the ``with`` block; ``options`` are checked before anything else.
 
     ``options`` are the command's other settings by their preset names (``query=...``, ``cold_start=...``):
-    refused in one line before the run directory is created or changed.
+    refused in one line before the run directory is created or changed, as are the ``--set`` pairs (``sets``).
     """
-    from ..config import check_options, get_preset
+    from ..config import check_options, get_preset, parse_settings
     from ..workspace import RUN_FILE, open_workspace, run_lock
 
+    settings = {"ssl_objective": objective, **parse_settings(sets or [])}
     check_options(ssl_objective=objective, seed=seed, **options)
     if preset is not None:
         get_preset(preset)
@@ -69,7 +75,7 @@ def _workspace(run: Path, data: Optional[Path], preset: Optional[str], seed: Opt
         open_workspace(run, create=False)  # says that this is no run directory (and creates nothing)
     with run_lock(run):
         ws = open_workspace(run, data=data, preset=preset, seed=seed, skip_bad=skip_bad, create=create,
-                            progress=not quiet, settings={"ssl_objective": objective})
+                            progress=not quiet, settings=settings)
         if not quiet:
             test = "no test set" if ws.test is None else f"{len(ws.test)} test"
             typer.echo(f"run {ws.run_dir}: {ws.source}, preset {ws.preset.name}, seed {ws.seed}, "
@@ -84,6 +90,7 @@ def pretrain_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Pretraining epochs (default: the preset's)."),
     objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="SETTING=VALUE", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Require an interrupted run to continue (exactly)."),
     force: bool = typer.Option(False, "--force", help="Start over even if a finished pretraining exists."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
@@ -103,7 +110,8 @@ def pretrain_cmd(
     from ..pipeline import ssl_weights
     from ..ssl import load_result
 
-    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, ssl_epochs=epochs) as ws:
+    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, sets=sets,
+                    ssl_epochs=epochs) as ws:
         ssl_weights(ws, epochs=epochs, resume=resume, force=force, progress=not quiet)
         result = load_result(ws.run_dir)
     first, last = result.history[0]["val_loss"], result.best_val_loss
@@ -122,6 +130,7 @@ def select_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the whole run (default 0)."),
     objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="SETTING=VALUE", help=SET_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -134,7 +143,7 @@ def select_cmd(
     """
     from ..pipeline import select_images
 
-    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, budget=budget,
+    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, sets=sets, budget=budget,
                     cold_start=cold_start, n_clusters=clusters) as ws:
         result = select_images(ws, budget, cold_start=cold_start, weights=weights, n_clusters=clusters,
                                progress=not quiet)
@@ -268,6 +277,7 @@ def run_cmd(
     train: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
     reduction: Optional[str] = typer.Option(None, "--reduction", help=REDUCTION_HELP),
     objective: Optional[str] = typer.Option(None, "--objective", help=OBJECTIVE_HELP),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="SETTING=VALUE", help=SET_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave unreadable or inconsistent files out."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -285,7 +295,7 @@ def run_cmd(
 
     use_device(device)
     t0 = time.perf_counter()
-    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, cold_start=cold_start,
+    with _workspace(run, data, preset, seed, skip_bad, quiet, objective=objective, sets=sets, cold_start=cold_start,
                     query=query, init=init, seg_train=train, query_reduction=reduction) as ws:
         typer.echo(describe_run(ws, cold_start=cold_start, query=query, init=init, train=train))
         result = run_all(ws, cold_start=cold_start, query=query, init=init, train=train, reduction=reduction,

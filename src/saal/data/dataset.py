@@ -94,6 +94,32 @@ class LesionData:
     def select_ids(self, ids: Sequence[str]) -> "LesionData":
         return self.subset(self.index_of(ids))
 
+    def as_channels(self, channels: str) -> "LesionData":
+        """This set as ``gray`` (one luma channel) or ``rgb`` images: itself when it already is.
+
+        Stages that see different channels (a colour segmenter, gray selection features) share one
+        colour load; the gray view is PIL's own luma (:func:`to_grayscale`).
+        """
+        want = {"gray": 1, "rgb": 3}[channels]
+        if self.channels == want:
+            return self
+        if want == 3:
+            raise ValueError("gray images cannot be shown in colour: load the data as RGB")
+        return LesionData(ids=list(self.ids), images=to_grayscale(np.asarray(self.images)), masks=self.masks,
+                          sources=list(self.sources), subsets=list(self.subsets), groups=self.groups)
+
+
+def to_grayscale(images: np.ndarray) -> np.ndarray:
+    """uint8 ``(..., 3)`` RGB -> uint8 ``(..., 1)`` luma, bit-identical to PIL's ``convert("L")``.
+
+    ITU-R 601 weights in PIL's 16-bit fixed point (``0.299, 0.587, 0.114`` scaled
+    by 2**16, rounded), so gray views of colour images match gray files loaded
+    through PIL exactly.
+    """
+    rgb = images.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
+
 
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 ``(N, S, S, C)`` -> float ``(N, C, S, S)`` in [0, 1] (channels-last memory)."""

@@ -9,20 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import LesionData
+from .dataset import LesionData, to_grayscale
 from .synth import generate
-
-
-def to_grayscale(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(..., 3)`` RGB -> uint8 ``(..., 1)`` luma, bit-identical to PIL's ``convert("L")``.
-
-    ITU-R 601 weights in PIL's 16-bit fixed point (``0.299, 0.587, 0.114`` scaled
-    by 2**16, rounded), so grayscale embedded images match grayscale files loaded
-    through PIL exactly.
-    """
-    rgb = images.astype(np.uint32)
-    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
-    return luma.astype(np.uint8)[..., None]
 
 
 #: The ``sources`` entry of every embedded image (there is no file behind it).

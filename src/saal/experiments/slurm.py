@@ -15,21 +15,25 @@ from its directory (nothing but the directory is shared, as for local workers):
 
 Ordering. On Slurm the array depends on the prepare job (``--dependency=afterok:<prepare job>``) and the
 report on the array (``afterany:<array job>``), so the submitting command returns at once unless told to
-wait. submitit's local executor (``cluster="local"``: jobs as processes of this machine, for tests and a
-dry run of the job functions) has no dependencies, so the submitter orders by waiting instead: it waits
-for the prepare job's result before submitting the array, and for every task job before submitting the
-report; with that executor the command always waits.
+wait. A failed prepare job gets the array cancelled (``--kill-on-invalid-dep=yes``: Slurm's default would
+keep it queued for ever), and waiting names the prepare job's error. submitit's local executor
+(``cluster="local"``: jobs as processes of this machine, for tests and a dry run of the job functions) has
+no dependencies, so the submitter orders by waiting instead: it waits for the prepare job's result before
+submitting the array, and for every task job before submitting the report; with that executor the command
+always waits.
 
 Resubmission submits only what is not done: the shared stage job (quick when its products exist) and the
-tasks without ``done.json``; nothing at all when every task is finished. A task job whose lock is held by
-another live process does not wait for it (a job killed on another node leaves a lock no process there can
-prove stale): it fails, naming the holder. A resubmission asks Slurm (sacct) first and deletes the locks of
-task jobs it reports as ended (:func:`free_locks_of_ended_jobs`); any other lock is checked by hand.
+tasks without ``done.json`` whose last job Slurm no longer holds (squeue); nothing at all when every task is
+finished, or queued or running already. A task job whose lock is held by another live process does not
+wait for it (a job killed on another node leaves a lock no process there can prove stale): it fails, naming
+the holder. A resubmission asks Slurm (sacct) first and deletes the locks of task jobs it reports as ended
+(:func:`free_locks_of_ended_jobs`); any other lock is checked by hand.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -163,6 +167,7 @@ class Submission:
     report: Any = None
     outcome: ReportOutcome | None = None  # set when the submitter waited for the report
     failed: list[str] = field(default_factory=list)  # task labels whose job failed (known only when waited)
+    queued: dict[str, str] = field(default_factory=dict)  # unfinished task label -> its earlier job, still queued
 
 
 def _submitit():
@@ -187,10 +192,17 @@ def _executor(folder: Path, options: SlurmOptions):
 
 
 def _depend(executor, options: SlurmOptions, dependency: str | None) -> None:
-    """Set the next jobs' Slurm dependency (with the user's pass-through options, which it must not replace)."""
+    """Set the next jobs' Slurm dependency (with the user's pass-through options, which it must not replace).
+
+    A dependent job also gets ``--kill-on-invalid-dep=yes`` (unless the user chose otherwise): Slurm's
+    default keeps a job whose dependency can never be met pending for ever (``DependencyNeverSatisfied``),
+    so a failed prepare job would leave the whole array and the report queued, and ``--wait`` waiting, with
+    nothing to say why.
+    """
     extra = dict(options.extra)
     if dependency is not None:
         extra["dependency"] = dependency
+        extra.setdefault("kill_on_invalid_dep", "yes")
     executor.update_parameters(slurm_additional_parameters=extra)
 
 
@@ -233,6 +245,16 @@ def submit_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | N
                        "('saal experiment --report-only' rewrites the report)")
         return submission
     if options.cluster == "slurm":
+        submission.queued = queued_tasks(out_dir, pending, _live_jobs(out_dir, pending))
+        if submission.queued:
+            labels = list(submission.queued)
+            _say(progress, f"{len(labels)} unfinished tasks are still queued or running in earlier jobs "
+                           f"({', '.join(f'{t} in {submission.queued[t]}' for t in labels[:3])}"
+                           f"{', ...' if len(labels) > 3 else ''}): not submitted again (scancel those jobs to "
+                           "resubmit them)")
+            pending = submission.submitted = [t for t in pending if t.label not in submission.queued]
+            if not pending:
+                return submission
         freed = free_locks_of_ended_jobs(out_dir, pending, _sacct_state(out_dir / SLURM_DIR))
         if freed:
             _say(progress, f"deleted the locks of {len(freed)} tasks whose job Slurm ended ({', '.join(freed[:3])}"
@@ -269,6 +291,8 @@ def submit_experiment(out_dir: str | os.PathLike, *, data: str | os.PathLike | N
     submission.report = executor.submit(report_job, spec, matrix)
     append_jsonl(log, [{"job": "report", "id": str(submission.report.job_id)}])
     if wait or local:
+        if not local:  # a failed shared stage is the cause to name, not the report job's "nothing finished"
+            _result(submission.prepare, "shared-stage")
         _say(progress, f"waiting for the report job {submission.report.job_id}")
         submission.failed = submission.failed or [t.label for t, j in zip(pending, submission.tasks)
                                                   if j.exception() is not None]
@@ -281,6 +305,46 @@ ENDED_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", 
                 "BOOT_FAIL", "DEADLINE")
 
 
+def _last_task_jobs(out_dir: Path) -> dict[str, str]:
+    """Task label -> the id of the last job submitted for it (``submissions.jsonl``)."""
+    return {r["task"]: r["id"] for r in read_jsonl(out_dir / SLURM_DIR / SUBMISSIONS_LOG) if r.get("job") == "task"}
+
+
+def queued_tasks(out_dir: Path, pending: Iterable[Task], live: set[str]) -> dict[str, str]:
+    """The unfinished tasks whose last job is still queued or running (its id in ``live``), as label -> job id.
+
+    Why: a resubmission made while an earlier one still runs (the user did not wait, or reran the command to
+    see where things stand) would otherwise submit every unfinished task again; the copies then either find
+    the task done (a job slot spent for nothing) or, running at the same time as the first job, fail on its
+    lock.
+    """
+    last = _last_task_jobs(out_dir)
+    return {t.label: last[t.label] for t in pending if last.get(t.label) in live}
+
+
+def _live_jobs(out_dir: Path, pending: Iterable[Task]) -> set[str]:
+    """The pending tasks' last jobs that slurmctld still holds pending, running or ending (squeue).
+
+    squeue, not sacct: slurmctld reports jobs to the accounting database asynchronously, and on the
+    one-node test cluster sacct did not know an array for several seconds after sbatch returned.
+    """
+    last = _last_task_jobs(out_dir)
+    arrays = sorted({last[t.label].split("_", 1)[0] for t in pending if t.label in last})
+    if not arrays:
+        return set()
+    command = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SaalError(f"--launcher slurm: squeue failed ({exc})") from None
+    if done.returncode != 0:
+        if "Invalid job id" in done.stderr:  # every one of them has left slurmctld's memory: none is queued
+            return set()
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise SaalError(f"--launcher slurm: {' '.join(command)} failed: {lines[-1] if lines else done.returncode}")
+    return {line.strip() for line in done.stdout.splitlines() if line.strip()}
+
+
 def free_locks_of_ended_jobs(out_dir: Path, pending: Iterable[Task],
                              state_of: Callable[[str], tuple[str, str]]) -> list[str]:
     """Delete the lock files that task jobs of earlier submissions left behind when Slurm ended them.
@@ -291,7 +355,7 @@ def free_locks_of_ended_jobs(out_dir: Path, pending: Iterable[Task],
     taken on that job's node, so a lock of a process that claimed the task since (a local run elsewhere) stays.
     Returns the labels of the tasks whose lock went.
     """
-    last = {r["task"]: r["id"] for r in read_jsonl(out_dir / SLURM_DIR / SUBMISSIONS_LOG) if r.get("job") == "task"}
+    last = _last_task_jobs(out_dir)
     freed = []
     for task in pending:
         lock = FileLock(task.lock_path(out_dir))
@@ -320,11 +384,16 @@ def _sacct_state(folder: Path) -> Callable[[str], tuple[str, str]]:
 
 
 def _result(job, what: str) -> Any:
-    """A job's return value; a failed job becomes one SaalError naming its last error line and its log."""
+    """A job's return value; a failed job becomes one SaalError naming its error and its log.
+
+    submitit's FailedJobError holds the job's traceback between dashed lines, then the paths of the logs:
+    the error is the traceback's last line, not the message's (which is a log path).
+    """
     try:
         return job.result()
-    except Exception as exc:  # submitit's FailedJobError / UncompletedJobError hold the job's traceback
-        lines = [line for line in str(exc).splitlines() if line.strip()]
+    except Exception as exc:  # submitit's FailedJobError / UncompletedJobError
+        trace = str(exc).partition("You can check full logs")[0]
+        lines = [line.strip() for line in trace.splitlines() if line.strip().strip("-")]
         raise SaalError(f"the {what} job {job.job_id} failed: {lines[-1] if lines else type(exc).__name__} "
                         f"(log: {job.paths.stderr})") from None
 

@@ -141,6 +141,26 @@ class UNet(nn.Module):
 
 
 TRANSFER_MODES = ("none", "all-but-head", "encoder")
+#: The first convolution: the one tensor whose input channels follow the images' (gray 1, RGB 3).
+FIRST_CONV = "encoder.inc.0.weight"
+
+
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first-convolution ``weight`` (out, c, k, k) made to take ``channels`` input channels.
+
+    Gray -> RGB: each colour channel gets the gray weight / 3, so an RGB image with R = G = B = g gives the
+    response the gray network gave to g; RGB -> gray: the weights are summed over the channels, the same
+    response to a gray image read as R = G = B. Lets a pretraining on one kind of image initialise a
+    segmenter of the other (RGB features with a gray segmenter, and the reverse).
+    """
+    have = weight.shape[1]
+    if have == channels:
+        return weight
+    if have == 1:
+        return weight.repeat(1, channels, 1, 1) / channels
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    raise ValueError(f"cannot map {have} input channels to {channels}")
 
 
 def transfer_weights(target: UNet, source_state: Mapping[str, torch.Tensor], mode: str = "all-but-head") -> list[str]:
@@ -148,8 +168,10 @@ def transfer_weights(target: UNet, source_state: Mapping[str, torch.Tensor], mod
 
     ``all-but-head`` copies encoder and decoder (the head's shape differs between
     restoration and segmentation); ``encoder`` copies the encoder alone; ``none``
-    copies nothing (random initialisation baseline). A shape mismatch (e.g. SSL
-    run at another width) is an error, never a silent partial load.
+    copies nothing (random initialisation baseline). The first convolution is
+    adapted when the pretraining saw gray images and the target takes RGB, or the
+    reverse (:func:`adapt_input_channels`); any other shape mismatch (e.g. SSL run
+    at another width) is an error, never a silent partial load.
     """
     if mode not in TRANSFER_MODES:
         raise ValueError(f"unknown transfer mode {mode!r}; choose from {TRANSFER_MODES}")
@@ -158,6 +180,8 @@ def transfer_weights(target: UNet, source_state: Mapping[str, torch.Tensor], mod
     prefixes = ("encoder.",) if mode == "encoder" else ("encoder.", "decoder.")
     own = target.state_dict()
     picked = {k: v for k, v in source_state.items() if k.startswith(prefixes)}
+    if FIRST_CONV in picked and FIRST_CONV in own:
+        picked[FIRST_CONV] = adapt_input_channels(picked[FIRST_CONV], own[FIRST_CONV].shape[1])
     missing = [k for k in own if k.startswith(prefixes) and k not in picked]
     if missing:
         raise ValueError(f"pretrained weights lack {len(missing)} tensors, e.g. {missing[0]!r}")

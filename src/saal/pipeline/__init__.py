@@ -14,13 +14,15 @@ takes the run directory's path instead: it reads files only, no data.
 from .advice import advise_run
 from .encoder import load_encoder, pool_features, ssl_state, ssl_weights
 from .report import write_run_report
-from .rounds import QueryResult, import_annotations, loop_dir, query_next, run_loop_config, train_model
+from .rounds import (QueryResult, import_annotations, import_mask, loop_dir, next_increment, query_next,
+                     run_loop_config, train_model)
 from .run import RunResult, describe_run, run_all
 from .select import SelectResult, select_images, selection_plan
 
 __all__ = [
     "ssl_weights", "ssl_state", "load_encoder", "pool_features",
     "SelectResult", "select_images", "selection_plan",
-    "QueryResult", "train_model", "query_next", "import_annotations", "loop_dir", "run_loop_config",
+    "QueryResult", "train_model", "query_next", "import_annotations", "import_mask", "next_increment", "loop_dir",
+    "run_loop_config",
     "RunResult", "describe_run", "run_all", "write_run_report", "advise_run",
 ]

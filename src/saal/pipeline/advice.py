@@ -96,8 +96,9 @@ def crossval_images(labeled: LesionData, config: LoopConfig, state: dict | None,
     with StepProgress(f"cross-validation on {len(labeled)} labeled images", n_models, enabled=progress) as bar:
         def score(train: np.ndarray, held_out: np.ndarray) -> np.ndarray:
             model, _ = train_segmentation(labeled.subset(train), seg, init_state=state, transfer=transfer,
-                                          seed=stream_seed(config.seed, Stream.CROSSVAL_TRAINING, bar.completed), progress=False)
-            result = evaluate(model, labeled.subset(held_out), device=seg.device)
+                                          seed=stream_seed(config.seed, Stream.CROSSVAL_TRAINING, bar.completed),
+                                          progress=False)
+            result = evaluate(model, labeled.subset(held_out), device=seg.device, prior=seg.prior, tta=seg.tta)
             bar.update(advance=1)
             return np.array([row["dice"] for row in result.rows])
 

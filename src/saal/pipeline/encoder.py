@@ -26,7 +26,7 @@ from ..io import load_state, read_json
 from ..models.unet import UNet, UNetConfig
 from ..progress import say
 from ..runtime import resolve_device
-from ..selection import extract_features, load_features, model_fingerprint, save_features
+from ..selection import extract_features, load_features, model_fingerprint, normalise_features, save_features
 from ..ssl import PretrainConfig, pretrain
 from ..ssl.pretrain import SSL_DIR
 from ..workspace import Workspace
@@ -67,7 +67,7 @@ def ssl_weights(ws: Workspace, *, ssl_seed: int | None = None, epochs: int | Non
             say(f"using the pretraining in {root / SSL_DIR} as it was made ({made}; the preset's differ): "
                 "'saal pretrain --force' redoes it with the preset's settings")
             config = held
-    result = pretrain(ws.pool, root, config=config, seed=seed, device=device, resume=resume, force=force,
+    result = pretrain(ws.feature_pool, root, config=config, seed=seed, device=device, resume=resume, force=force,
                       progress=progress)
     return result.weights_path
 
@@ -103,11 +103,11 @@ def load_encoder(ws: Workspace, weights: str | os.PathLike | None = None, *, ssl
     if meta.is_file() and "unet" in (recorded := read_json(meta)):
         config = UNetConfig(**recorded["unet"])
     else:
-        config = UNetConfig(in_channels=ws.pool.channels, out_channels=ws.pool.channels,
+        config = UNetConfig(in_channels=ws.feature_pool.channels, out_channels=ws.feature_pool.channels,
                             base_width=ws.preset.base_width)
-    if config.in_channels != ws.pool.channels:
+    if config.in_channels != ws.feature_pool.channels:
         raise SaalError(f"{path}: the network takes {config.in_channels}-channel images but this run's images "
-                        f"have {ws.pool.channels} channel(s)")
+                        f"have {ws.feature_pool.channels} channel(s)")
     model = UNet(config)
     try:
         model.load_state_dict(load_state(path))
@@ -121,7 +121,8 @@ def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, ss
                   device: str = "auto", progress: bool = True) -> np.ndarray:
     """SSL bottleneck features of the pool in pool order, extracted once and cached in ``features/``.
 
-    The cache records which weights made it; other weights re-extract.
+    The cache records which weights made it; other weights re-extract. The rows come back normalised as
+    the preset says (``feature_norm``), for every strategy and query alike; the cache keeps them raw.
     """
     model, path = load_encoder(ws, weights, ssl_seed=ssl_seed, progress=progress)
     fingerprint = model_fingerprint(model)
@@ -130,10 +131,10 @@ def pool_features(ws: Workspace, weights: str | os.PathLike | None = None, *, ss
     try:
         cached = load_features(directory, expected_ids=ws.pool.ids)
         if {k: cached.meta.get(k, "bottleneck" if k == "readout" else None) for k in made_by} == made_by:
-            return cached.features
+            return normalise_features(cached.features, ws.preset.feature_norm)
     except SelectionError:
         pass
-    feats = extract_features(model, ws.pool, pool=ws.preset.feature_pool, readout=ws.preset.feature_readout,
+    feats = extract_features(model, ws.feature_pool, pool=ws.preset.feature_pool, readout=ws.preset.feature_readout,
                              device=resolve_device(device), progress=progress)
     save_features(directory, ws.pool.ids, feats, {**made_by, "weights": str(path)})
-    return feats
+    return normalise_features(feats, ws.preset.feature_norm)

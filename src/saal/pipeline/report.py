@@ -53,17 +53,27 @@ def warm_up_caption(ws: Workspace) -> str:
 
 
 def rounds_table(rounds: list[dict]) -> Table:
-    """One row per round: labels, test scores, time."""
+    """One row per round: labels, test scores, time, and (when measured) what its pre-annotations left to change."""
+    effort = any("effort_changed" in r for r in rounds)
     rows, previous = [], 0
     for r in rounds:
         rows.append([str(r["round"]), str(r["n_labeled"]), f"+{r['n_labeled'] - previous}",
                      _number(100 * r["dice"], "{:.1f}") if "dice" in r else "–",
                      _number(100 * r["iou"], "{:.1f}") if "iou" in r else "–",
-                     _number(r.get("hd95"), "{:.1f}"), _number(r.get("train_seconds"), "{:.0f}")])
+                     _number(r.get("hd95"), "{:.1f}"), _number(r.get("train_seconds"), "{:.0f}")]
+                    + ([_number(100 * r["effort_dice"], "{:.1f}") if "effort_dice" in r else "–",
+                        _number(100 * r["effort_changed"], "{:.1f}") if "effort_changed" in r else "–"]
+                       if effort else []))
         previous = r["n_labeled"]
-    return Table("Rounds", ["round", "labeled", "new", "Dice (%)", "IoU (%)", "HD95 (px)", "train (s)"], rows,
-                 "Test-set means after each round's training. Round 0 is the cold start; HD95 is the 95th "
-                 "percentile of the boundary distance in pixels of the model's input.")
+    header = ["round", "labeled", "new", "Dice (%)", "IoU (%)", "HD95 (px)", "train (s)"]
+    note = ("Test-set means after each round's training. Round 0 is the cold start; HD95 is the 95th "
+            "percentile of the boundary distance in pixels of the model's input.")
+    if effort:
+        header += ["proposal Dice (%)", "pixels to change (%)"]
+        note += (" Proposal Dice and pixels to change: the previous round's model's masks of the new images (their "
+                 "pre-annotations) against the masks they got, and the mean share of each image's pixels an "
+                 "annotator changes to correct them (round 0 had no model to propose).")
+    return Table("Rounds", header, rows, note)
 
 
 def _advice(ws: Workspace) -> str:
@@ -94,15 +104,15 @@ def _cards(ws: Workspace) -> str:
     strategy = rows[0].strategy if rows else ""
     note = (f"The {len(rows)} images the {strategy} cold start asks to annotate first, in rank order: each one "
             f"as the annotator sees it (colour) and, right, as the model sees it ({ws.preset.image_size} px"
-            f"{', gray' if ws.preset.grayscale else ''}). The distance is the strategy's own: to the cluster "
+            f"{', gray' if ws.preset.channels == 'gray' else ''}). The distance is the strategy's own: to the cluster "
             "centre for saal and typiclust, to the nearest earlier pick for kcenter.")
     return (f'<h2>Images chosen for annotation</h2>\n<p class="note">{html.inline(note)}</p>\n'
             f'<div class="cards">{"".join(cards)}</div>\n')
 
 
-def _prediction_overlays(ws: Workspace, model) -> Path:
-    """Best and worst test images of ``model``: outlines of truth and prediction over the colour image."""
-    result = evaluate(model, ws.test)
+def _prediction_overlays(ws: Workspace, model, config: LoopConfig) -> Path:
+    """Best and worst test images of ``model`` (predicted as the loop evaluated it): truth and prediction outlines."""
+    result = evaluate(model, ws.test, prior=config.seg.prior, tta=config.seg.tta)
     dice = result.column("dice")
     order = np.argsort(-dice, kind="stable")
     k = max(1, min(N_OVERLAY, len(dice) // 2))
@@ -121,7 +131,7 @@ def write_run_report(ws: Workspace, config: LoopConfig) -> Path | None:
         return None
     source = "embedded synthetic data" if ws.source == EMBEDDED else ws.source
     facts = (f"{ws.run_dir} · {source} · {len(ws.pool)} pool / {len(ws.test)} test images at "
-             f"{ws.preset.image_size} px{' gray' if ws.preset.grayscale else ''} · preset {ws.preset.name} · "
+             f"{ws.preset.image_size} px{' gray' if ws.preset.channels == 'gray' else ''} · preset {ws.preset.name} · "
              f"seed {ws.seed} · cold start {config.cold_start} · query {config.query} · init {config.init} · "
              f"{config.seg.train} training")
     curve = loop.file("learning_curve.png")
@@ -141,7 +151,7 @@ def write_run_report(ws: Workspace, config: LoopConfig) -> Path | None:
     if samples.is_file():
         pictures.append((warm_up_caption(ws), samples))
     sections.append(html.gallery("Pool and warm-up", pictures))
-    overlays = _prediction_overlays(ws, loaded[0])
+    overlays = _prediction_overlays(ws, loaded[0], config)
     sections.append(f"<h2>Final model ({rounds[-1]['n_labeled']} labels): best and worst test images</h2>\n"
                     + html.figure("Top row: the best test images; bottom row: the worst. Green: ground truth, "
                                   "red: prediction, drawn over the original image.", overlays))

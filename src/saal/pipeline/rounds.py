@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from ..active import LoopConfig, LoopDir, export_batch, read_manifest
 from ..active.annotate import (FORMATS, Preannotations, format_writer, import_annotations_from, is_batch_folder,
                                preannotate)
+from ..active.annotate.folder import PREDICTIONS
+from ..active.effort import preannotation_effort
 from ..active.loop import loop_query, plot_curve, query_ids, train_and_evaluate
 from ..active.pool import ActiveSet
 from ..config import check_options
+from ..data.imageio import resize_mask
 from ..errors import DataError, SaalError, name_some
 from ..io import append_jsonl, atomic_write_bytes, read_json, write_json
 from ..progress import say
@@ -72,8 +76,33 @@ def train_model(ws: Workspace, *, init: str | None = None, finetune: str = "rest
                                  init=init, finetune=finetune, train=train)
         _, record = train_and_evaluate(loop, active, ws.pool, ws.test, config=config, round=newest_round(active),
                                        ssl_state=ssl_state(ws, config.init, progress=progress), progress=progress)
+        effort = _imported_effort(ws, loop, active, record["round"])
+        if effort:
+            record = {**record, **effort}
+            loop.save_record(record)
         plot_curve(loop, title=f"{config.cold_start} cold start, {config.init} init: Dice after each round")
     return record
+
+
+def _imported_effort(ws: Workspace, loop: LoopDir, active: ActiveSet, round: int) -> dict[str, Any]:
+    """How much of its batch's pre-annotations (``predictions/``) round ``round``'s imported masks changed.
+
+    Compared at the training size, as the simulated loop measures it (:mod:`saal.active.effort`); ``{}`` when the
+    batch went out without proposals (the cold start, or no model yet).
+    """
+    folder = ws.path(ANNOTATE_DIR, f"round_{round}", PREDICTIONS)
+    ids = [k for k in active.labeled_ids if active.round_of(k) == round and active.source_of(k) == "annotator"
+           and (folder / f"{k}.png").is_file()]
+    if not ids:
+        return {}
+    proposed = []
+    for k in ids:
+        try:
+            with Image.open(folder / f"{k}.png") as im:
+                proposed.append(resize_mask(np.asarray(im.convert("L")) >= 128, ws.pool.image_size))
+        except (OSError, SyntaxError, ValueError):
+            return {}  # a damaged proposal file: no effort figure, the training itself stands
+    return preannotation_effort(np.stack(proposed), np.stack([loop.read_label(k) for k in ids]))
 
 
 def _last_query(loop: LoopDir) -> str | None:
@@ -114,7 +143,7 @@ def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None,
     with run_lock(ws.run_dir):
         loop = loop_dir(ws)
         active = loop.load_active(ws.pool.ids)
-        pending = _pending(ws, loop)
+        pending = pending_batch(ws, loop)
         if pending is not None:
             waiting = [i for i in pending["ids"] if i not in set(active.labeled_ids)]
             if waiting:
@@ -131,8 +160,8 @@ def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None,
             plan = selection_plan(ws)
             ids = plan if k is None else plan[:k]
         else:
-            k = k or _next_increment(ws.preset.budgets, active.n_labeled)
-            chooser = loop_query(config)
+            k = k or next_increment(ws.preset.budgets, active.n_labeled)
+            chooser = loop_query(config, active.n_labeled)
             if chooser.needs_predictions and model is None:
                 raise SaalError(f"the {config.query} query needs a model trained on the {active.n_labeled} labeled "
                                 "images: run 'saal train' first")
@@ -150,7 +179,7 @@ def query_next(ws: Workspace, *, k: int | None = None, query: str | None = None,
             loop.save_active(active)
             write_json(loop.file(PENDING_FILE), {**record, "batch_dir": ""})
             return QueryResult(round, ids, None)
-        proposals = _proposals(model, ws, ids, round) if model is not None else None
+        proposals = _proposals(model, ws, ids, round, config) if model is not None else None
         batch_dir = export_batch(batch_dir, ids, ws.pool, round=round, preannotations=proposals,
                                  writers=[writer] if writer else [])
         # relative to the run: a run folder moved elsewhere still finds its batch
@@ -163,7 +192,7 @@ def newest_round(active: ActiveSet) -> int:
     return max((active.round_of(i) or 0 for i in active.labeled_ids), default=-1)
 
 
-def _pending(ws: Workspace, loop: LoopDir) -> dict[str, Any] | None:
+def pending_batch(ws: Workspace, loop: LoopDir) -> dict[str, Any] | None:
     """The newest exported batch (``pending.json``) with ``batch_dir`` as a path (None before any)."""
     path = loop.file(PENDING_FILE)
     if not path.is_file():
@@ -197,12 +226,14 @@ def _current_model(loop: LoopDir, active: ActiveSet):
     return loaded[0]
 
 
-def _proposals(model, ws: Workspace, ids: list[str], round: int) -> Preannotations:
-    """The model's masks and uncertainty for the batch; named after the round whose labels trained it."""
-    return preannotate(model, ws.pool, ids, model_version=f"saal round {round - 1} ({ws.run_dir.name})")
+def _proposals(model, ws: Workspace, ids: list[str], round: int, config: LoopConfig) -> Preannotations:
+    """The model's masks and uncertainty for the batch, made as the run evaluates (TTA, lesion prior); named
+    after the round whose labels trained it."""
+    return preannotate(model, ws.pool, ids, model_version=f"saal round {round - 1} ({ws.run_dir.name})",
+                       prior=config.seg.prior, tta=config.seg.tta)
 
 
-def _next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:
+def next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:
     """How many to query next: up to the preset's next budget, else the schedule's last step."""
     for b in budgets:
         if b > n_labeled:
@@ -247,7 +278,7 @@ def import_annotations(ws: Workspace, source: str | os.PathLike, *, batch: str |
         loop = loop_dir(ws)
         active = loop.load_active(ws.pool.ids)
         if batch is None:
-            pending = _pending(ws, loop)
+            pending = pending_batch(ws, loop)
             if pending is None or pending["batch_dir"] is None:
                 raise SaalError(f"{source}: no exported batch of this run waits for masks; name the batch folder "
                                 "the export belongs to with --batch")
@@ -257,19 +288,80 @@ def import_annotations(ws: Workspace, source: str | os.PathLike, *, batch: str |
         ids = [r["image_id"] for r in rows]
         _check_batch_of_run(ws, loop, active, Path(batch), round, ids)
         masks = import_annotations_from(batch, image_size=ws.pool.image_size, export=export)
-        labeled = set(active.labeled_ids)
-        result = ImportResult(added=[i for i in ids if i not in labeled])
-        before = {i: masks[i] for i in ids if i in labeled and active.source_of(i) == "annotator"}
-        changed = [i for i, m in before.items() if not np.array_equal(loop.read_label(i), m.astype(bool))]
-        if replace:
-            result.replaced = _replace_masks(loop, active, {i: masks[i] for i in ids if i in labeled}, changed)
-        else:
-            result.differing = changed
-        for i in result.added:
-            loop.save_label(i, masks[i])
-        if result.added:
-            active.label(result.added, round=round, source="annotator")
-            loop.save_active(active)
+        return _record_masks(loop, active, round, {i: masks[i] for i in ids}, replace=replace)
+
+
+def import_mask(ws: Workspace, image_id: str, decode: Callable[[tuple[int, int]], np.ndarray]) -> ImportResult:
+    """Record one annotator's mask of one image: what :func:`import_annotations` does for a batch, image by image.
+
+    The path of the ML backend (:mod:`saal.serve`), which learns each annotation as it is submitted.
+    ``decode(size)`` returns the mask, uint8 {0, 1} or bool of shape (height, width), at ``size`` = (width,
+    height), the image's size in its batch's manifest; it may raise a DataError, and it runs before anything
+    is written, so a refused mask leaves the run as it was. The image must be one of the batch the run waits
+    for, or one whose mask was imported before, which is then replaced when it differs (the old file kept, as
+    ``--replace`` keeps it). The mask is brought to the training size and written exactly as a batch's are.
+    """
+    with run_lock(ws.run_dir):
+        loop = loop_dir(ws)
+        active = loop.load_active(ws.pool.ids)
+        batch, round = _batch_of_image(ws, loop, active, image_id)
+        row = next((r for r in read_manifest(batch) if r["image_id"] == image_id), None)
+        if row is None:
+            raise DataError(f"the manifest does not list image {image_id}; the batch folder was changed by hand",
+                            Path(batch) / "manifest.csv")
+        try:
+            size = (int(row["width"]), int(row["height"]))
+        except ValueError:
+            raise DataError(f"the manifest's size of {image_id} is not a width and height",
+                            Path(batch) / "manifest.csv") from None
+        mask = np.asarray(decode(size))
+        if mask.shape != (size[1], size[0]) or ((mask != 0) & (mask != 1)).any():
+            raise SaalError(f"the mask of {image_id} must be {size[0]}x{size[1]} (width x height) with values 0 and "
+                            f"1; got shape {mask.shape}")
+        return _record_masks(loop, active, round, {image_id: resize_mask(mask, ws.pool.image_size)}, replace=True)
+
+
+def _batch_of_image(ws: Workspace, loop: LoopDir, active: ActiveSet, image_id: str) -> tuple[Path, int]:
+    """The batch folder and round an annotation of ``image_id`` belongs to; SaalError when it belongs to none."""
+    if image_id not in set(ws.pool.ids):
+        raise SaalError(f"image {image_id} is not in this run's pool")
+    pending = pending_batch(ws, loop)
+    labeled = image_id in set(active.labeled_ids)
+    if labeled and active.source_of(image_id) != "annotator":
+        raise SaalError(f"image {image_id} was labeled from the data's own masks (round "
+                        f"{active.round_of(image_id)}); only imported masks can be replaced")
+    if pending is not None and pending["batch_dir"] is not None and image_id in pending["ids"]:
+        return pending["batch_dir"], int(pending["round"])
+    if labeled:
+        return ws.path(ANNOTATE_DIR, f"round_{active.round_of(image_id)}"), int(active.round_of(image_id))
+    if pending is None:
+        raise SaalError(f"image {image_id}: no batch of this run waits for masks yet")
+    waiting = [i for i in pending["ids"] if i not in set(active.labeled_ids)]
+    if not waiting:
+        raise SaalError(f"image {image_id} is not in a batch of this run: round {pending['round']} is complete and "
+                        "the next batch is not chosen yet")
+    raise SaalError(f"image {image_id} is not in the batch the run waits for (round {pending['round']}: "
+                    f"{len(waiting)} images still to annotate, first {waiting[0]})")
+
+
+def _record_masks(loop: LoopDir, active: ActiveSet, round: int, masks: dict[str, np.ndarray], *,
+                  replace: bool) -> ImportResult:
+    """Record checked masks (training size) of round ``round``'s images: the new ones labeled, the changed ones of
+    images labeled before replaced (``replace``) or reported. Each mask file is written before the labeled set
+    names it, so a crash between the two loses nothing that was recorded and counts nothing twice."""
+    labeled = set(active.labeled_ids)
+    result = ImportResult(added=[i for i in masks if i not in labeled])
+    before = {i: m for i, m in masks.items() if i in labeled and active.source_of(i) == "annotator"}
+    changed = [i for i, m in before.items() if not np.array_equal(loop.read_label(i), m.astype(bool))]
+    if replace:
+        result.replaced = _replace_masks(loop, active, {i: m for i, m in masks.items() if i in labeled}, changed)
+    else:
+        result.differing = changed
+    for i in result.added:
+        loop.save_label(i, masks[i])
+    if result.added:
+        active.label(result.added, round=round, source="annotator")
+        loop.save_active(active)
     return result
 
 
@@ -293,7 +385,7 @@ def _check_batch_of_run(ws: Workspace, loop: LoopDir, active: ActiveSet, batch: 
     unknown = [i for i in ids if i not in set(ws.pool.ids)]
     if unknown:
         raise SaalError(f"{batch}: {len(unknown)} image(s) are not in this run's pool (first: {unknown[0]})")
-    pending = _pending(ws, loop)
+    pending = pending_batch(ws, loop)
     if pending is not None and int(pending["round"]) == round and sorted(pending["ids"]) == sorted(ids):
         return
     if all(i in set(active.labeled_ids) and active.round_of(i) == round for i in ids):

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..config import DEFAULTS, TRAIN_MODES, Preset
+from ..config import DEFAULTS, TRAIN_MODES, Preset, check_options
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..models.unet import TRANSFER_MODES, UNet, UNetConfig, transfer_weights
@@ -53,6 +53,13 @@ from .semi import masked_cross_entropy, strong_view_and_targets
 
 INIT_MODES = (*TRANSFER_MODES, "full")
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def transferred(preset: Preset) -> str:
+    """The transfer mode of ``preset.seg_transfer``: ``trained`` becomes what its objective trained."""
+    if preset.seg_transfer != "trained":
+        return preset.seg_transfer
+    return "encoder" if preset.ssl_objective == "contrastive" else "all-but-head"
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,9 @@ class SegConfig:
     base_width: int = DEFAULTS.base_width
     dropout: float = DEFAULTS.dropout
     in_channels: int = 1
-    transfer: str = "all-but-head"  # how ``init_state`` is loaded; see :data:`INIT_MODES`
+    transfer: str = DEFAULTS.seg_transfer  # how ``init_state`` is loaded; see :data:`INIT_MODES`
+    prior: str = DEFAULTS.seg_prior  # inference: the lesion prior of :mod:`saal.segmentation.prior`
+    tta: bool = DEFAULTS.seg_tta  # inference: average over the 8 symmetries of the square
     train: str = DEFAULTS.seg_train  # see :data:`saal.config.TRAIN_MODES`; the fields below apply to ``semi``
     unlabeled_batch: int = 16
     confidence: float = 0.95  # pseudo-labels kept where the softmax reaches this (FixMatch's threshold)
@@ -89,8 +98,8 @@ class SegConfig:
         base = dict(
             steps=preset.seg_steps, epochs=preset.seg_epochs, batch_size=preset.seg_batch, lr=preset.seg_lr,
             lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss, augment=preset.seg_augment,
-            base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.grayscale else 3,
-            train=preset.seg_train,
+            base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.channels == "gray" else 3,
+            train=preset.seg_train, prior=preset.seg_prior, tta=preset.seg_tta, transfer=transferred(preset),
         )
         return cls(**{**base, **overrides}).validated()
 
@@ -124,6 +133,7 @@ class SegConfig:
         if self.unlabeled_weight < 0:
             raise SaalError(f"unlabeled loss weight must be >= 0, got {self.unlabeled_weight}")
         check_policy(self.augment)
+        check_options(seg_prior=self.prior, seg_tta=self.tta)
         return self
 
     def total_steps(self, n_labeled: int) -> int:

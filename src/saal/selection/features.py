@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
-from saal.config import FEATURE_READOUTS
+from saal.config import FEATURE_NORMS, FEATURE_READOUTS
 from saal.data.dataset import LesionData, images_to_tensor
 from saal.errors import SelectionError
 from saal.io import read_csv, read_json, write_csv, write_json, write_npy
@@ -99,6 +99,13 @@ def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(features)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(x.dtype, copy=False)
+
+
+def normalise_features(features: np.ndarray, norm: str) -> np.ndarray:
+    """``features`` as the run's ``feature_norm`` says: ``none`` (as extracted) or ``l2`` (:func:`l2_normalize`)."""
+    if norm not in FEATURE_NORMS:
+        raise SelectionError(f"unknown feature normalisation {norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
+    return l2_normalize(features) if norm == "l2" else features
 
 
 def standardize(features: np.ndarray, eps: float = 1e-8) -> np.ndarray:

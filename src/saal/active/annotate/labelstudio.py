@@ -104,16 +104,20 @@ def image_reference(batch_dir: Path, image_file: str, *, document_root: Path | N
     return f"/data/local-files/?d={quote(rel.as_posix())}"
 
 
-def prediction(mask: np.ndarray, *, model_version: str, uncertainty: float) -> dict[str, Any]:
-    """One Label Studio prediction: the mask (uint8 {0, 1}, H x W) as one brush region, or none when empty."""
-    height, width = mask.shape
+def prediction(mask: np.ndarray | None, *, model_version: str, score: float) -> dict[str, Any]:
+    """One Label Studio prediction: the mask (uint8 {0, 1}, H x W) as one brush region, none when empty or None.
+
+    ``score`` is what Label Studio sorts tasks by: 1 - uncertainty in exported tasks, the image's usefulness
+    for the next batch in the ML backend's answers (:mod:`saal.serve`).
+    """
     result = []
-    if mask.any():
+    if mask is not None and mask.any():
+        height, width = mask.shape
         rle = _brush().mask2rle(mask.astype(np.uint8) * np.uint8(255))
         result.append({"id": "saal", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "brushlabels",
                        "original_width": width, "original_height": height, "image_rotation": 0,
                        "value": {"format": "rle", "rle": [int(v) for v in rle], "brushlabels": [LABEL]}})
-    return {"model_version": model_version, "score": round(1.0 - uncertainty, 4), "result": result}
+    return {"model_version": model_version, "score": round(float(score), 4), "result": result}
 
 
 class LabelStudioWriter:
@@ -147,7 +151,7 @@ class LabelStudioWriter:
                 data["uncertainty"] = round(uncertainty, 4)
                 mask = preannotations.mask(image_id, int(r["width"]), int(r["height"]))
                 task["predictions"] = [prediction(mask, model_version=preannotations.model_version,
-                                                  uncertainty=uncertainty)]
+                                                  score=1.0 - uncertainty)]
             tasks.append(task)
         folder = tmp_dir / LS_DIR
         folder.mkdir()
@@ -192,7 +196,7 @@ def _task_id(task: dict[str, Any]) -> str:
     return shown(task["id"]) if "id" in task else "?"
 
 
-def _list_of_objects(value: Any, field: str, where: str, path: Path) -> list[dict[str, Any]]:
+def _list_of_objects(value: Any, field: str, where: str, path: Path | None) -> list[dict[str, Any]]:
     """``value`` (a JSON field, ``null`` meaning none) as a list of objects, else a DataError."""
     if value is None:
         return []
@@ -229,7 +233,7 @@ def _latest_annotation(task_list: Sequence[dict[str, Any]], where: str, path: Pa
                default=None)
 
 
-def _rle_pixels(rle: Any, size: tuple[int, int], where: str, path: Path) -> np.ndarray:
+def _rle_pixels(rle: Any, size: tuple[int, int], where: str, path: Path | None) -> np.ndarray:
     """A brush region's RLE -> its RGBA values (flat), checked to be byte values of the right length first."""
     width, height = size
     try:
@@ -251,8 +255,13 @@ def _rle_pixels(rle: Any, size: tuple[int, int], where: str, path: Path) -> np.n
                         "export the project again", path) from None
 
 
-def _annotation_mask(annotation: dict[str, Any], size: tuple[int, int], where: str, path: Path) -> np.ndarray:
-    """Union of an annotation's ``Lesion`` brush regions, uint8 {0, 1} at ``size`` (width, height)."""
+def annotation_mask(annotation: dict[str, Any], size: tuple[int, int], where: str,
+                    path: Path | None = None) -> np.ndarray:
+    """Union of an annotation's ``Lesion`` brush regions, uint8 {0, 1} at ``size`` (width, height).
+
+    The export reader and the ML backend's webhook (``path`` None: no file) decode annotations here, so both
+    refuse the same regions with the same words.
+    """
     width, height = size
     mask = np.zeros((height, width), np.uint8)
     for region in _list_of_objects(annotation.get("result"), "result", where, path):
@@ -307,4 +316,4 @@ def read_labelstudio_export(path: str | os.PathLike, rows: Sequence[Mapping[str,
     if missing:
         raise DataError(f"no submitted annotation for {len(missing)} of {len(sizes)} images: {name_some(missing)}",
                         path)
-    return {k: _annotation_mask(latest[k], size, where[k], path) for k, size in sizes.items()}
+    return {k: annotation_mask(latest[k], size, where[k], path) for k, size in sizes.items()}

@@ -13,6 +13,11 @@ The per-image score is the mean predictive entropy over pixels, in bits
 so a large image is not more "uncertain" only because it has more pixels. The
 manifest sorts by it, so annotators see the images the model is least sure
 about first.
+
+The proposals are made the way the run evaluates its model: averaged over the
+8 symmetries of the square (``tta``) and, at the image's own size, cleaned up by
+the lesion ``prior`` (:mod:`saal.segmentation.prior`), so annotators correct the
+outline the reported Dice was measured on.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ...data.dataset import LesionData
 from ...errors import SaalError
 from ...models.unet import UNet
 from ...segmentation.predict import iter_predictions
+from ...segmentation.prior import apply_prior
 from ..heuristics import Entropy
 
 
@@ -42,18 +48,20 @@ class Preannotations:
     probabilities: dict[str, np.ndarray]  # id -> float32 (S, S) in [0, 1]
     uncertainty: dict[str, float]  # id -> mean pixel entropy in bits, [0, 1]
     model_version: str
+    prior: str = "none"  # the lesion prior applied to every proposed mask
 
     def mask(self, image_id: str, width: int, height: int) -> np.ndarray:
         """The proposed lesion mask of ``image_id`` at ``width x height``: uint8 {0, 1}."""
         prob = Image.fromarray(self.probabilities[image_id].astype(np.float32), mode="F")
         if prob.size != (width, height):
             prob = prob.resize((width, height), Image.Resampling.BILINEAR)
-        return (np.asarray(prob) >= 0.5).astype(np.uint8)
+        return apply_prior(np.asarray(prob) >= 0.5, self.prior).astype(np.uint8)
 
 
 def preannotate(model: UNet, data: LesionData, ids: Sequence[str], *, model_version: str,
-                batch_size: int = 32) -> Preannotations:
-    """Predict ``ids`` of ``data`` with ``model`` (deterministic pass): probabilities and uncertainty per image."""
+                batch_size: int = 32, prior: str = "none", tta: bool = False) -> Preannotations:
+    """Predict ``ids`` of ``data`` with ``model`` (deterministic, or ``tta``): probabilities and uncertainty
+    per image."""
     ids = list(ids)
     try:
         images = data.images[data.index_of(ids)]
@@ -62,11 +70,11 @@ def preannotate(model: UNet, data: LesionData, ids: Sequence[str], *, model_vers
     entropy = Entropy(reduction="mean")
     probabilities: dict[str, np.ndarray] = {}
     uncertainty: dict[str, float] = {}
-    for index, probs in iter_predictions(model, images, batch_size=batch_size):
+    for index, probs in iter_predictions(model, images, batch_size=batch_size, tta=tta):
         batch_ids = ids[index]
         scores = entropy.compute_score(probs) / math.log(2)  # nats -> bits: 1 for p = 0.5 everywhere
         for k, p, s in zip(batch_ids, probs[:, 0, 1], scores.tolist()):
             probabilities[k] = p.numpy().astype(np.float32)
             uncertainty[k] = float(s)
-    return Preannotations(probabilities, uncertainty, model_version)
+    return Preannotations(probabilities, uncertainty, model_version, prior)
 
