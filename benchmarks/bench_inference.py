@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("folder", type=Path, help="an experiment folder (holds run.json and cells/)")
     ap.add_argument("--cells", default=None, help="comma-separated cell names (default: every cell)")
     ap.add_argument("--priors", default="none,largest,fill,lesion")
+    ap.add_argument("--replicates", default="*", help="glob of the replicate folders (e.g. 'seed*': the run's own "
+                                                    "pretraining only)")
     args = ap.parse_args()
 
     from saal.active.loop import LoopDir
@@ -36,7 +38,7 @@ def main() -> None:
     priors = args.priors.split(",")
     variants = [(p, t) for t in (False, True) for p in priors]
     wanted = set(args.cells.split(",")) if args.cells else None
-    tasks = sorted(d for d in (args.folder / "cells").glob("*/*") if (d / "models/latest.pt").is_file()
+    tasks = sorted(d for d in (args.folder / "cells").glob(f"*/{args.replicates}") if (d / "models/latest.pt").is_file()
                    and (wanted is None or d.parent.name in wanted))
     if not tasks:
         raise SystemExit(f"bench_inference: no finished task with a model under {args.folder / 'cells'}")
