@@ -365,6 +365,10 @@ def main() -> None:
     args.cold_starts = [c for c in args.cold_starts.split(",") if c]
     args.cold_start = args.cold_start or get_preset("demo").cold_start
     args.query = args.query or get_preset("demo").query
+    parts = [p for p in args.parts.split(",") if p]
+    for part in parts:  # refused before hours of training, not after
+        if part not in PARTS:
+            sys.exit(f"bench_real: unknown part {part!r}; choose from {', '.join(PARTS)}")
     started = time.perf_counter()
     for name in [s for s in args.sets.split(",") if s]:
         if name not in SETS:
@@ -376,9 +380,7 @@ def main() -> None:
             share_pretraining(folder, base, args.ssl_seeds)
         preset = preset_for(args)
         set_started = time.perf_counter()
-        for part in [p for p in args.parts.split(",") if p]:
-            if part not in PARTS:
-                sys.exit(f"bench_real: unknown part {part!r}; choose from {', '.join(PARTS)}")
+        for part in parts:
             if part == "train":
                 run_part(args, "train-baseline", folder, data, preset)
             run_part(args, part, folder, data, preset)
