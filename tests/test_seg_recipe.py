@@ -50,6 +50,16 @@ def test_holes_open_to_the_border_or_to_the_next_image_stay_background():
     assert filled[0, 4, 4] and not filled[1, 0, 2]
 
 
+def test_a_diagonal_outline_encloses_its_inside_and_noise_fills_like_scipy():
+    ring = np.zeros((1, 7, 7), bool)  # a diamond drawn with diagonal steps: one 8-connected closed outline
+    for r, c in [(1, 3), (2, 2), (2, 4), (3, 1), (3, 5), (4, 2), (4, 4), (5, 3)]:
+        ring[0, r, c] = True
+    assert fill_holes(ring)[0, 3, 3] and fill_holes(ring)[0, 2:5, 3].all()
+    noise = np.random.default_rng(1).random((20, 15, 17)) < 0.55  # many diagonal-only contacts
+    for i, m in enumerate(noise):
+        assert np.array_equal(fill_holes(noise)[i], ndimage.binary_fill_holes(m)), i
+
+
 def small_net(in_channels=1, seed=0) -> UNet:
     torch.manual_seed(seed)
     return UNet(UNetConfig(in_channels=in_channels, out_channels=2, base_width=4)).eval()

@@ -11,10 +11,14 @@ prior, each switchable (``SegConfig.prior``):
 * ``lesion``  -- both, the largest component first;
 * ``none``    -- the arg-max mask as predicted.
 
-Both run on a whole batch at once: the masks are stacked with a labelling
-structure that never connects two images (and, for the hole filling, an empty
-plane before and after the stack, so that only each image's own border seeds
-the background).
+Both run on a whole batch at once, as one connected-component labelling of the
+stack with a structure that never connects two images: the foreground's
+components for ``largest``; for ``fill``, the background's, every background
+component that does not touch its image's border being a hole. One labelling
+pass, so a full-size photograph (2592 x 1936) is filled in tens of milliseconds
+where iterated dilation took about half a second. Foreground is 8-connected and
+background 4-connected, the usual pairing in which a closed 8-connected outline
+encloses its inside.
 
 >>> import numpy as np
 >>> m = np.zeros((1, 7, 7), bool); m[0, 1:5, 1:5] = True; m[0, 2:4, 2:4] = False; m[0, 6, 6] = True
@@ -30,9 +34,12 @@ from scipy import ndimage
 from ..config import PRIORS
 from ..errors import SaalError
 
-#: 8-connectivity inside an image, none across the images of a stack.
+#: 8-connectivity inside an image (the foreground's), none across the images of a stack.
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = True
+#: 4-connectivity inside an image (the background's), none across the images of a stack.
+_IN_PLANE_CROSS = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE_CROSS[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def largest_component(masks: np.ndarray) -> np.ndarray:
@@ -52,8 +59,12 @@ def largest_component(masks: np.ndarray) -> np.ndarray:
 
 def fill_holes(masks: np.ndarray) -> np.ndarray:
     """Background fully enclosed by foreground becomes foreground, image by image, for a ``(N, H, W)`` stack."""
-    padded = np.pad(np.asarray(masks, dtype=bool), ((1, 1), (0, 0), (0, 0)))
-    return ndimage.binary_fill_holes(padded, structure=_IN_PLANE)[1:-1]
+    masks = np.asarray(masks, dtype=bool)
+    background, n = ndimage.label(~masks, structure=_IN_PLANE_CROSS)
+    edges = (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1])
+    open_to_border = np.zeros(n + 1, dtype=bool)
+    open_to_border[np.concatenate([e.ravel() for e in edges])] = True
+    return masks | ~open_to_border[background]
 
 
 def apply_prior(masks: np.ndarray, prior: str) -> np.ndarray:
