@@ -79,6 +79,7 @@ COLLECTIVES_SCRIPT = textwrap.dedent(
     torch.save({"loss": loss.detach(), "pairs_grad": pairs.grad, "weight_grad": layer.weight.grad,
                 "bias_grad": layer.bias.grad, "alone": rule.contrast(pairs.detach()), "ordered": ordered},
                f"{sys.argv[2]}/rank{ctx.rank}.pt")
+    del net  # DDP's reducer before its process group, as pretrain() does
     ctx.close()
     """
 )

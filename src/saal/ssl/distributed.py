@@ -84,7 +84,10 @@ class DistContext:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the process group together: a rank that tears gloo down while another still talks to it
+        aborts the other (``terminate called without an active exception``)."""
         if self.owns_group and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

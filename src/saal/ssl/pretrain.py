@@ -607,6 +607,8 @@ def pretrain(pool: LesionData, run_dir: str | Path, *, preset: Preset | str | No
         run = _Run(pool, ssl_dir, config, seed, ctx, fingerprint, progress)
         if ckpt_path.exists():
             run.load()
-        return run.run()
+        result = run.run()
+        del run  # DDP's reducer goes before its process group (ctx.close), or gloo may abort at exit
+        return result
     finally:
         ctx.close()
