@@ -287,7 +287,7 @@ def report(args, folder: Path, wall: float) -> None:
     if len(results.ssl_seeds) > 1:
         tables.append(spread_table(results))
     header = (f"# bench_real: {args.set}, {args.size} px, {len(results.ssl_seeds)} pretraining runs x "
-              f"{args.seeds} seeds, budgets {args.budgets}, {args.steps} steps\n\n"
+              f"{args.seeds} seeds, budgets {args.budgets}, {preset_for(args).seg_steps} steps\n\n"
               f"Pool {len(split.pool)} / test {len(split.test)} images ({folder / 'data'}). Wall time of this "
               f"invocation: {wall / 60:.1f} min.\n")
     md = header + "".join(f"\n## {t.title}\n\n{t.to_markdown()}\n\n{t.note}\n" for t in tables)
