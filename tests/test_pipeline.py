@@ -70,12 +70,12 @@ def test_run_all_writes_every_stage(shared_run):
 
 
 def test_report_caption_says_what_the_pretraining_trained(shared_run):
-    # the demo preset's objective: contrastive, which shows views and trains no decoder
+    # the demo preset's objective: genesis+contrastive, which restores (decoder trained) and matches views
     caption = warm_up_caption(open_workspace(shared_run, progress=False))
-    assert caption == f"Self-supervised warm-up (contrastive). {describe_objective('contrastive')}"
+    assert caption == f"Self-supervised warm-up (genesis+contrastive). {describe_objective('genesis+contrastive')}"
     assert f"<figcaption>{inline(caption)}</figcaption>" in (shared_run / "report.html").read_text()
-    assert "view 1 | view 2 | original" in caption and "the decoder was not trained" in caption
-    assert "restor" not in caption
+    assert "damaged input | restored | original" in caption and "the decoder was not trained" not in caption
+    assert "random views" in caption
 
 
 def test_report_caption_follows_the_objective_of_the_pretraining(tmp_path):
@@ -245,11 +245,12 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
 
 
 def test_a_run_with_every_recipe_setting_through_set(tmp_path, capsys):
-    """Colour segmenter on gray features, strong augmentation, lesion prior, TTA, l2 features, trained transfer."""
+    """Colour segmenter on gray features, strong augmentation, lesion prior, TTA, l2 features, trained transfer
+    after contrastive pretraining."""
     tiny = ["image_size=32", "synth_n=48", "pool_size=36", "test_size=12", "ssl_epochs=1", "seg_steps=3",
             "seg_batch=4", "budgets=4,8", "n_clusters=3"]
     recipe = ["channels=rgb", "feature_channels=gray", "seg_augment=strong", "seg_prior=lesion", "seg_tta=true",
-              "feature_norm=l2", "seg_transfer=trained"]
+              "feature_norm=l2", "seg_transfer=trained", "ssl_objective=contrastive"]
     assert main(["run", "--run", str(tmp_path / "other"), "--set", "channels=purple", "-q"]) == 2
     assert "--set channels=purple" in capsys.readouterr().err and not (tmp_path / "other").exists()
     run = tmp_path / "recipe"

@@ -25,7 +25,7 @@ PRESET_HELP = "demo (minutes on a CPU, 64 px), cpu (ISIC protocol at 128 px), pa
 OBJECTIVE_HELP = ("Self-supervised objective of a new run: genesis (the paper's Models Genesis restoration: encoder "
                   "and decoder learn to restore damaged images), contrastive (SimCLR: the encoder learns to match two "
                   "random views of each image; the decoder is not trained) or genesis+contrastive (both). Default: "
-                  "the preset's (contrastive for demo and cpu, genesis for paper).")
+                  "the preset's (genesis+contrastive for demo, contrastive for cpu, genesis for paper).")
 COLD_START_HELP = ("saal (the paper: k-means on the SSL features, a share per cluster, nearest the centre first), "
                    "saal-typical (the paper's shares, the most typical members first), random, kcenter (core-set), "
                    "typiclust, probcover. Default: the preset's (saal-typical for demo and cpu, saal for paper; "
@@ -98,9 +98,9 @@ def pretrain_cmd(
 ) -> None:
     """Self-supervised warm-up on the pool images (no labels), with the run's --objective.
 
-    contrastive (demo and cpu presets): the encoder learns to match two random views of each image (SimCLR); the
-    decoder is not trained. genesis (paper preset): encoder and decoder learn to restore Models Genesis-damaged
-    images. genesis+contrastive: both.
+    contrastive (cpu preset): the encoder learns to match two random views of each image (SimCLR); the decoder
+    is not trained. genesis (paper preset): encoder and decoder learn to restore Models Genesis-damaged images.
+    genesis+contrastive (demo preset): both at once.
 
     Writes RUN/ssl/: weights.pt (best validation loss), checkpoint.pt (resumable every epoch), history.csv,
     model.json and samples.png (view 1 / view 2 / original for contrastive, damaged input / restored / original

@@ -4,9 +4,10 @@ Selection, training and the representative / diversity queries all read the
 same two things, so they are made once per run directory and reused: the
 self-supervised U-Net in ``ssl/`` and the pool's bottleneck features in
 ``features/``. What the U-Net learned depends on its pretraining objective
-(the preset's; :func:`saal.ssl.describe_objective`): contrastive (demo and cpu)
-trains the encoder, whose bottleneck gives the features, and leaves the decoder
-as initialised; Models Genesis restoration (paper) trains encoder and decoder.
+(the preset's; :func:`saal.ssl.describe_objective`): contrastive (cpu) trains
+the encoder, whose bottleneck gives the features, and leaves the decoder as
+initialised; Models Genesis restoration (paper) and restoration + contrastive
+(demo) train encoder and decoder.
 
 The pretraining seed is the run's seed unless a call names another
 (``ssl_seed``): an experiment that samples the pretraining too keeps each other
