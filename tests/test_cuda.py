@@ -37,7 +37,7 @@ def test_cuda_uses_mixed_precision():
 
 
 def test_cuda_segmentation_step_has_a_finite_loss():
-    config = SegConfig(steps=2, batch_size=4, base_width=8, augment="flips", device="cuda", amp=True)
+    config = SegConfig(steps=2, batch_size=4, base_width=8, augment="flips", device="cuda", precision="auto")
     model, log = train_segmentation(lesions(8), config, progress=False)
     assert log.device.startswith("cuda") and len(log.losses) == 2
     assert all(math.isfinite(x) for x in log.losses)

@@ -67,6 +67,7 @@ QUERIES = ("random", "entropy", "bald", "variance", "uncertainty-diversity", "re
 REDUCTIONS = ("mean", "top10")
 PRIORS = ("none", "largest", "fill", "lesion")
 FEATURE_NORMS = ("none", "l2")
+PRECISIONS = ("auto", "fp32", "bf16")
 #: ``trained``: what the objective trained (the encoder for contrastive, encoder + decoder otherwise).
 TRANSFERS = ("trained", "all-but-head", "encoder")
 FINETUNE_MODES = ("restart", "continue")
@@ -211,6 +212,7 @@ PARAMETER_CONSTRAINTS: dict[str, Any] = {
     "seg_transfer": Choice(TRANSFERS),
     "seg_prior": Choice(PRIORS),
     "seg_tta": Flag(),
+    "precision": Choice(PRECISIONS),
     "budgets": Budgets(),
     "query": Choice(QUERIES),
     "query_reduction": Choice(REDUCTIONS),
@@ -368,6 +370,11 @@ class Preset:
     seg_tta : bool
         Average the predictions over the 8 symmetries of the square (test-time augmentation; on by
         default, off in ``paper``: +1.2 Dice at 10 labels for ~10x inference time).
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the training steps (pretraining and segmentation; inference stays fp32):
+        ``auto`` is mixed precision on a GPU and fp32 on a CPU, ``bf16`` is bf16 autocast on any
+        device (about twice as fast on CPUs with AMX or AVX512-BF16), ``fp32`` never autocasts; see
+        :class:`saal.runtime.MixedPrecision`.
     budgets : tuple of int
         Cumulative labeled counts of the rounds; the first is the cold start.
     query : str
@@ -435,6 +442,7 @@ class Preset:
     seg_transfer: str = "all-but-head"
     seg_prior: str = "lesion"
     seg_tta: bool = True
+    precision: str = "auto"
     # active learning: the cold-start rule continued
     budgets: tuple[int, ...] = (10, 20, 40, 80)
     query: str = "cold-start-rule"
@@ -494,7 +502,8 @@ class Preset:
 #: What a run made before a field existed did: its value for records that lack the field.
 BEFORE_THE_FIELD = {"ssl_objective": "genesis", "ssl_schedule": "step", "feature_readout": "bottleneck",
                     "seg_augment": "flips", "seg_train": "supervised", "query_reduction": "mean", "seg_prior": "none",
-                    "seg_tta": False, "feature_norm": "none", "seg_transfer": "all-but-head", "query_then": "none"}
+                    "seg_tta": False, "feature_norm": "none", "seg_transfer": "all-but-head", "query_then": "none",
+                    "precision": "auto"}
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(name="demo"),

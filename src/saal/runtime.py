@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import PRECISIONS
 from .errors import SaalError
 
 
@@ -111,22 +112,44 @@ def spawn_seeds(seed: int, n: int) -> list[int]:
     return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX512-BF16).
+
+    There bf16 autocast halves the time of a U-Net training step (measured in
+    ``benchmarks/bench_precision.py``); elsewhere bf16 is emulated and slower than fp32.
+    """
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe() for probe in probes if probe is not None)
+
+
 @dataclass(frozen=True)
 class MixedPrecision:
     """How a training step runs its forward pass: autocast dtype (None: fp32) and gradient scaling.
 
-    bf16 where the GPU has it (no loss scaling needed), else fp16 with a
-    :class:`torch.amp.GradScaler`; CPUs train in fp32, where autocast brings
-    nothing for these small convolutions.
+    Only training steps use it (pretraining, segmentation); inference, and so the
+    selection features and every evaluation, stays in fp32.
     """
 
     dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
 
     @classmethod
-    def for_device(cls, device: torch.device, enabled: bool = True) -> "MixedPrecision":
-        if not enabled or device.type != "cuda":
+    def for_device(cls, device: torch.device, precision: str = "auto") -> "MixedPrecision":
+        """The arithmetic ``precision`` asks for on ``device``.
+
+        ``auto``: on a GPU bf16 where it has it (no loss scaling needed), else fp16
+        with a :class:`torch.amp.GradScaler`; fp32 on a CPU. ``fp32``: no autocast.
+        ``bf16``: bf16 autocast on any device (on a CPU, fast where
+        :func:`cpu_has_native_bf16`); a GPU without bf16 is an error.
+        """
+        if precision not in PRECISIONS:
+            raise SaalError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
             return cls(None, None)
+        if device.type != "cuda":
+            return cls(torch.bfloat16, None)
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise SaalError("precision bf16: this GPU has no bf16 arithmetic; use precision=auto (fp16) or fp32")
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return cls(dtype, torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
 

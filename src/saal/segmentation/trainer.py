@@ -89,7 +89,7 @@ class SegConfig:
     confidence: float = 0.95  # pseudo-labels kept where the softmax reaches this (FixMatch's threshold)
     unlabeled_weight: float = 1.0
     device: str = "auto"
-    amp: bool = True  # mixed precision, used on CUDA only
+    precision: str = DEFAULTS.precision  # of the training steps: auto, fp32 or bf16 (saal.runtime.MixedPrecision)
     channels_last: bool = True  # NHWC activations: ~25 % less CPU time per step at 64 px, width 16
 
     @classmethod
@@ -100,6 +100,7 @@ class SegConfig:
             lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss, augment=preset.seg_augment,
             base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.channels == "gray" else 3,
             train=preset.seg_train, prior=preset.seg_prior, tta=preset.seg_tta, transfer=transferred(preset),
+            precision=preset.precision,
         )
         return cls(**{**base, **overrides}).validated()
 
@@ -133,7 +134,7 @@ class SegConfig:
         if self.unlabeled_weight < 0:
             raise SaalError(f"unlabeled loss weight must be >= 0, got {self.unlabeled_weight}")
         check_policy(self.augment)
-        check_options(seg_prior=self.prior, seg_tta=self.tta)
+        check_options(seg_prior=self.prior, seg_tta=self.tta, precision=self.precision)
         return self
 
     def total_steps(self, n_labeled: int) -> int:
@@ -292,7 +293,7 @@ def _fit(model: UNet, loss_fn: torch.nn.Module, labeled: LesionData, config: Seg
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
                  if config.lr_schedule == "cosine" else None)
-    precision = MixedPrecision.for_device(device, config.amp)
+    precision = MixedPrecision.for_device(device, config.precision)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with precision.autocast(device):

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DEFAULTS, SSL_SCHEDULES, Preset, get_preset
+from ..config import DEFAULTS, PRECISIONS, SSL_SCHEDULES, Preset, get_preset
 from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..io import load_state, read_csv, read_json, save_state, write_csv, write_json
@@ -66,7 +66,7 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_restore", "val_identit
                   "val_contrastive", "lr", "seconds")
 LR_SCHEDULES = SSL_SCHEDULES
 #: What a pretraining record made before a setting existed ran with (see :meth:`PretrainConfig.from_dict`).
-BEFORE_THE_FIELD = {"objective": "genesis", "lr_schedule": "step"}
+BEFORE_THE_FIELD = {"objective": "genesis", "lr_schedule": "step", "precision": "auto"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class PretrainConfig:
     lr_step: int | None = None  # step schedule: epochs between LR decays; None: 0.8 x patience, as Models Genesis
     lr_gamma: float = 0.5  # step and plateau schedules: the decay factor
     steps_per_epoch: int | None = None  # None: one pass over the training part
-    amp: bool = True  # mixed precision on GPU (bf16, or fp16 with loss scaling); ignored on CPU
+    precision: str = DEFAULTS.precision  # of the training steps: auto, fp32 or bf16 (saal.runtime.MixedPrecision)
     channels_last: bool = True  # NHWC convolutions: ~1.6x faster on CPU at 16 channels, good on GPU
     n_samples: int = 4  # validation images shown in samples.png
     objective: str = DEFAULTS.ssl_objective  # genesis, contrastive or genesis+contrastive (saal.ssl.objectives)
@@ -120,6 +120,8 @@ class PretrainConfig:
             raise SaalError(f"pretraining option patience={self.patience!r} must be 0 (off) or more")
         if not 0.0 < self.val_fraction < 1.0:
             raise SaalError(f"pretraining option val_fraction={self.val_fraction!r} must lie strictly between 0 and 1")
+        if self.precision not in PRECISIONS:
+            raise SaalError(f"pretraining option precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.optimizer not in ("adam", "sgd"):
             raise SaalError(f"pretraining option optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
         if self.lr_step is not None and self.lr_step < 1:
@@ -137,7 +139,7 @@ class PretrainConfig:
         p = get_preset(preset) if isinstance(preset, str) else preset
         base = dict(epochs=p.ssl_epochs, batch_size=p.ssl_batch, lr=p.ssl_lr, patience=p.ssl_patience,
                     val_fraction=p.ssl_val_fraction, base_width=p.base_width, objective=p.ssl_objective,
-                    lr_schedule=p.ssl_schedule)
+                    lr_schedule=p.ssl_schedule, precision=p.precision)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -324,7 +326,7 @@ class _Run:
         else:
             self.opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9)
         self.sched = _scheduler(self.opt, config)
-        self.precision = MixedPrecision.for_device(self.dev, config.amp)
+        self.precision = MixedPrecision.for_device(self.dev, config.precision)
 
         self.epoch = 0
         self.best_val = math.inf
