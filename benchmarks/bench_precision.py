@@ -4,7 +4,7 @@ The ``precision`` setting (:class:`saal.runtime.MixedPrecision`) decides the
 arithmetic of every training step: ``fp32``, or bf16 autocast (``bf16``; ``auto``
 is bf16/fp16 on a GPU and fp32 on a CPU). On CPUs that compute bf16 in hardware
 (AMX or AVX512-BF16, :func:`saal.runtime.cpu_has_native_bf16`) bf16 is meant to
-be much faster; elsewhere it is emulated. This script measures, side by side and
+be faster; elsewhere it is emulated. This script measures, side by side and
 interleaved (so that a busy machine slows both alike), the two steps that make up
 a run's time:
 
@@ -17,8 +17,8 @@ at the ``demo`` preset's 64 px and the ``cpu`` preset's 128 px (16 channels).
 Whether bf16 changes the Dice a run reaches is measured on real images by
 ``benchmarks/bench_real.py --set precision=bf16`` (docs/experiments.md).
 
-    python benchmarks/bench_precision.py            # ~2 min on 2 cores
-    python benchmarks/bench_precision.py --quick    # ~40 s
+    python benchmarks/bench_precision.py            # 4 repetitions, 40 segmentation steps
+    python benchmarks/bench_precision.py --quick    # 2 and 20: ~1 min on 2 cores
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ from saal.ssl.objectives import Objective, PretrainNet  # noqa: E402
 from saal.ssl.transforms import GenesisConfig  # noqa: E402
 from saal.ssl.views import ViewConfig  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16")
+COMPARED = ("fp32", "bf16")  # the two arithmetics side by side
 
 
 def pretraining_step(size: int, batch: int, device: torch.device, precision: str):
@@ -76,7 +77,7 @@ def segmentation_steps(size: int, steps: int, device: torch.device, precision: s
     return lambda: train_segmentation(labeled, config, seed=0, progress=False)
 
 
-def interleaved(closures: dict[str, callable], reps: int) -> dict[str, float]:
+def interleaved(closures: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
     """Fastest of ``reps`` timings of each closure, taken in turns (one warm-up call each)."""
     best = {}
     for fn in closures.values():
@@ -102,11 +103,11 @@ def main() -> None:
     print(f"{'step':<34}{'px':>5}{'fp32 img/s':>12}{'bf16 img/s':>12}{'bf16 / fp32':>13}")
     for size in (64, 128):
         batch = 64
-        best = interleaved({p: pretraining_step(size, batch, device, p) for p in PRECISIONS}, reps)
+        best = interleaved({p: pretraining_step(size, batch, device, p) for p in COMPARED}, reps)
         rates = {p: batch / t for p, t in best.items()}
         print(f"{'pretraining (genesis+contrastive)':<34}{size:>5}{rates['fp32']:>12.1f}{rates['bf16']:>12.1f}"
               f"{rates['bf16'] / rates['fp32']:>12.2f}x")
-        best = interleaved({p: segmentation_steps(size, seg_steps, device, p) for p in PRECISIONS}, reps)
+        best = interleaved({p: segmentation_steps(size, seg_steps, device, p) for p in COMPARED}, reps)
         rates = {p: 16 * seg_steps / t for p, t in best.items()}
         print(f"{'segmentation (batch 16, full aug.)':<34}{size:>5}{rates['fp32']:>12.1f}{rates['bf16']:>12.1f}"
               f"{rates['bf16'] / rates['fp32']:>12.2f}x")
