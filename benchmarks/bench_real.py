@@ -334,7 +334,7 @@ def main() -> None:
     ap.add_argument("--ssl-seeds", type=int, default=3, help="pretraining runs")
     ap.add_argument("--budgets", default="10,20,40")
     ap.add_argument("--steps", type=int, default=200, help="segmentation steps per round (the demo preset's)")
-    ap.add_argument("--ssl-epochs", type=int, default=60, help="pretraining epoch cap (early stopping ends sooner)")
+    ap.add_argument("--ssl-epochs", type=int, default=None, help="pretraining epochs (default: the demo preset's)")
     ap.add_argument("--cold-starts", default=",".join(COLD_STARTS), help="cold starts of the cold-start part")
     ap.add_argument("--cold-start", default=None, help="the cold start of the init and query parts "
                                                        "(default: the demo preset's)")
