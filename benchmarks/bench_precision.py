@@ -102,15 +102,14 @@ def main() -> None:
     print(f"== fp32 vs bf16 training steps on {device} ({threads} CPU threads; CPU has native bf16: {native}) ==")
     print(f"{'step':<34}{'px':>5}{'fp32 img/s':>12}{'bf16 img/s':>12}{'bf16 / fp32':>13}")
     for size in (64, 128):
-        batch = 64
-        best = interleaved({p: pretraining_step(size, batch, device, p) for p in COMPARED}, reps)
-        rates = {p: batch / t for p, t in best.items()}
-        print(f"{'pretraining (genesis+contrastive)':<34}{size:>5}{rates['fp32']:>12.1f}{rates['bf16']:>12.1f}"
-              f"{rates['bf16'] / rates['fp32']:>12.2f}x")
-        best = interleaved({p: segmentation_steps(size, seg_steps, device, p) for p in COMPARED}, reps)
-        rates = {p: 16 * seg_steps / t for p, t in best.items()}
-        print(f"{'segmentation (batch 16, full aug.)':<34}{size:>5}{rates['fp32']:>12.1f}{rates['bf16']:>12.1f}"
-              f"{rates['bf16'] / rates['fp32']:>12.2f}x")
+        steps = (("pretraining (genesis+contrastive)", 64, lambda p: pretraining_step(size, 64, device, p)),
+                 ("segmentation (batch 16, full aug.)", 16 * seg_steps,
+                  lambda p: segmentation_steps(size, seg_steps, device, p)))
+        for label, images, make in steps:  # images: trained per call of the closure
+            best = interleaved({p: make(p) for p in COMPARED}, reps)
+            rates = {p: images / t for p, t in best.items()}
+            print(f"{label:<34}{size:>5}{rates['fp32']:>12.1f}{rates['bf16']:>12.1f}"
+                  f"{rates['bf16'] / rates['fp32']:>12.2f}x")
     print("(img/s: labeled or pool images per second of training, best of the repetitions; a segmentation "
           "figure includes the set-up of its short training run)")
 

@@ -100,8 +100,8 @@ def diagnoses(name: str, data_root: Path) -> dict[str, dict[str, bool]]:
 
 # ---------------------------------------------------------------------------------------------- running
 #: Settings of the self-supervised stage: a variant that changes one needs pretraining runs of its own.
-PRETRAINING_SETTINGS = ("ssl_objective", "ssl_schedule", "ssl_batch", "ssl_lr", "ssl_epochs", "ssl_patience", "precision",
-                        "feature_channels", "pool_size", "image_size", "base_width")
+PRETRAINING_SETTINGS = ("ssl_objective", "ssl_schedule", "ssl_batch", "ssl_lr", "ssl_epochs", "ssl_patience",
+                        "precision", "feature_channels", "pool_size", "image_size", "base_width")
 
 
 def preset_for(args):
