@@ -307,7 +307,8 @@ class Preset:
     feature_channels : {"gray", "rgb"}
         What the self-supervised pretraining, and so the selection features, see; independent of
         ``channels`` (a segmenter of one kind starts from a pretraining of the other through
-        :func:`saal.models.unet.adapt_input_channels`).
+        :func:`saal.models.unet.adapt_input_channels`). Both ``gray`` by default: on real ISIC, RGB features
+        picked worse images and made a worse start for a gray segmenter (docs/experiments.md).
     pool_size : int or None
         Images of a random split's pool (None, every preset's choice: every non-test image, so a user's
         whole folder is the pool; set a number only to subsample it, e.g. for a quick measurement).
