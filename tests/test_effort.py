@@ -64,13 +64,14 @@ def test_each_round_records_the_effort_of_the_previous_models_proposals(simulate
         asked = [k for k in active.labeled_ids if active.round_of(k) == r["round"]]
         assert r["effort_n"] == len(asked) == 4 and 0 <= r["effort_changed"] <= 1 and 0 <= r["effort_dice"] <= 1
         model = loop.load_model(f"round_{r['round'] - 1}")[0]  # what the exported batch would have shown
-        proposals = preannotate(model, pool, asked, model_version="", prior=config.seg.prior, tta=config.seg.tta)
+        proposals = preannotate(model, pool, asked, model_version="", prior=config.seg.prior,
+                                threshold=config.seg.threshold, tta=config.seg.tta)
         truth = pool.masks[pool.index_of(asked)]
         changed = [np.mean(proposals.mask(k, 32, 32) != m) for k, m in zip(asked, truth)]
         assert r["effort_changed"] == pytest.approx(np.mean(changed))
     # the round's model only: a model trained since (here round 2's) measures nothing
     latest = loop.load_model("latest")
-    assert round_effort(latest, pool, asked, truth, round=2, prior="none", tta=False) == {}
+    assert round_effort(latest, pool, asked, truth, round=2, seg=config.seg) == {}
 
 
 def test_report_and_advise_show_the_effort(simulated, capsys):

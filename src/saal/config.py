@@ -66,6 +66,7 @@ QUERIES = ("random", "entropy", "bald", "variance", "uncertainty-diversity", "re
            "cluster-entropy")
 REDUCTIONS = ("mean", "top10")
 PRIORS = ("none", "largest", "fill", "lesion")
+THRESHOLDS = ("argmax", "otsu", "nonempty")
 FEATURE_NORMS = ("none", "l2")
 PRECISIONS = ("auto", "fp32", "bf16")
 #: ``trained``: what the objective trained (the encoder for contrastive, encoder + decoder otherwise).
@@ -211,6 +212,7 @@ PARAMETER_CONSTRAINTS: dict[str, Any] = {
     "seg_train": Choice(TRAIN_MODES),
     "seg_transfer": Choice(TRANSFERS),
     "seg_prior": Choice(PRIORS),
+    "seg_threshold": Choice(THRESHOLDS),
     "seg_tta": Flag(),
     "precision": Choice(PRECISIONS),
     "budgets": Budgets(),
@@ -369,6 +371,11 @@ class Preset:
         ``none`` (the ``paper`` preset's), ``largest`` (the largest connected component), ``fill``
         (holes filled) or ``lesion`` (both; the default: a third less HD95 at 10 labels); see
         :mod:`saal.segmentation.prior`.
+    seg_threshold : {"argmax", "otsu", "nonempty"}
+        How foreground probabilities become a mask, wherever ``seg_prior`` applies: ``argmax``
+        (probability above 0.5), ``otsu`` (a threshold per image, from that image's probabilities)
+        or ``nonempty`` (``argmax``, and ``otsu`` for an image that ``argmax`` leaves empty); see
+        :mod:`saal.segmentation.threshold`.
     seg_tta : bool
         Average the predictions over the 8 symmetries of the square (test-time augmentation; on by
         default, off in ``paper``: +1.2 Dice at 10 labels for ~10x inference time).
@@ -444,6 +451,7 @@ class Preset:
     seg_train: str = "supervised"
     seg_transfer: str = "all-but-head"
     seg_prior: str = "lesion"
+    seg_threshold: str = "argmax"
     seg_tta: bool = True
     precision: str = "auto"
     # active learning: the cold-start rule continued
@@ -506,7 +514,7 @@ class Preset:
 BEFORE_THE_FIELD = {"ssl_objective": "genesis", "ssl_schedule": "step", "feature_readout": "bottleneck",
                     "seg_augment": "flips", "seg_train": "supervised", "query_reduction": "mean", "seg_prior": "none",
                     "seg_tta": False, "feature_norm": "none", "seg_transfer": "all-but-head", "query_then": "none",
-                    "precision": "auto"}
+                    "precision": "auto", "seg_threshold": "argmax"}
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(name="demo"),

@@ -24,6 +24,7 @@ from ..data.dataset import LesionData
 from ..errors import SaalError
 from ..models.unet import UNet
 from ..segmentation.metrics import overlap_metrics
+from ..segmentation.trainer import SegConfig
 from .annotate.preannotate import preannotate
 
 EFFORT_FIELDS = ("effort_n", "effort_changed", "effort_changed_median", "effort_dice")
@@ -50,9 +51,10 @@ def preannotation_effort(proposed: np.ndarray, truth: np.ndarray) -> dict[str, f
 
 
 def round_effort(previous: tuple[UNet, Mapping[str, Any]] | None, pool: LesionData, ids: Sequence[str],
-                 truth: np.ndarray, *, round: int, prior: str, tta: bool) -> dict[str, float | int]:
+                 truth: np.ndarray, *, round: int, seg: SegConfig) -> dict[str, float | int]:
     """The effort of round ``round``'s images ``ids`` (true masks ``truth``, training size) under the proposals of
-    ``previous``, a loaded model and its meta; ``{}`` when there is nothing to measure.
+    ``previous``, a loaded model and its meta, made with ``seg``'s inference settings; ``{}`` when there is nothing
+    to measure.
 
     Only the model of round ``round - 1`` made the proposals of round ``round``: anything else (no model, a model
     whose round was trained again since) gives ``{}`` rather than a wrong number.
@@ -60,6 +62,7 @@ def round_effort(previous: tuple[UNet, Mapping[str, Any]] | None, pool: LesionDa
     if previous is None or not len(ids) or previous[1].get("round") != round - 1:
         return {}
     size = pool.image_size
-    proposals = preannotate(previous[0], pool, ids, model_version="", prior=prior, tta=tta)
+    proposals = preannotate(previous[0], pool, ids, model_version="", prior=seg.prior, threshold=seg.threshold,
+                            tta=seg.tta)
     proposed = np.stack([proposals.mask(k, size, size) for k in ids])
     return preannotation_effort(proposed, truth)

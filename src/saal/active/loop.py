@@ -142,7 +142,7 @@ class LoopConfig:
         known = {f for f in cls.__dataclass_fields__ if f in record}
         values = {"reduction": "mean", "query_then": "none", **{k: record[k] for k in known}}
         # inference settings a record predates: the plain arg-max mask it was evaluated with
-        seg = {"prior": "none", "tta": False, **record.get("seg", {})}
+        seg = {"prior": "none", "threshold": "argmax", "tta": False, **record.get("seg", {})}
         values["seg"] = SegConfig(**{k: v for k, v in seg.items() if k in SegConfig.__dataclass_fields__})
         return cls(**values)
 
@@ -358,9 +358,9 @@ def train_and_evaluate(loop: LoopDir, active: ActiveSet, pool: LesionData, test:
         loop.save_model(model, f"round_{round}", meta)
     loop.save_model(model, "latest", meta)
     save_stop_predictions(loop.path, model, pool, round=round, seed=config.seed, device=seg.device, prior=seg.prior,
-                          tta=seg.tta)
+                          threshold=seg.threshold, tta=seg.tta)
     if test is not None:
-        result = evaluate(model, test, device=seg.device, prior=seg.prior, tta=seg.tta)
+        result = evaluate(model, test, device=seg.device, prior=seg.prior, threshold=seg.threshold, tta=seg.tta)
         result.write_csv(loop.file("eval", f"round_{round}.csv"))
         summary = result.summary
         for m in RECORD_METRICS:
@@ -437,7 +437,7 @@ def run_simulated(loop_dir: str | os.PathLike, pool: LesionData, test: LesionDat
             continue
         asked = [k for k in active.labeled_ids if active.round_of(k) == r] if r else []
         extra = round_effort(loop.load_model("latest") if r else None, pool, asked, labeled_masks(
-            loop, active, pool, asked), round=r, prior=config.seg.prior, tta=config.seg.tta)  # before it is replaced
+            loop, active, pool, asked), round=r, seg=config.seg)  # before it is replaced
         model, record = train_and_evaluate(loop, active, pool, test, config=config, round=r,
                                            ssl_state=ssl_state, progress=progress)
         if query_seconds is not None:

@@ -28,6 +28,7 @@ from ..models.unet import UNet
 from ..runtime import Stream, stream_seed
 from ..segmentation import predict_proba
 from ..segmentation.prior import apply_prior
+from ..segmentation.threshold import binarise
 
 #: Stop images: enough for a mean Dice stable to a fraction of a point, few enough to predict in a second.
 STOP_SET_SIZE = 64
@@ -57,12 +58,13 @@ def stop_set(directory: Path, pool_ids: Sequence[str], seed: int) -> list[str]:
 
 
 def save_stop_predictions(directory: Path, model: UNet, pool: LesionData, *, round: int, seed: int,
-                          device: str = "auto", prior: str = "none", tta: bool = False) -> Path:
-    """Predict the stop set with ``model`` (as evaluation does: ``tta``, lesion ``prior``) and write
+                          device: str = "auto", prior: str = "none", threshold: str = "argmax", tta: bool = False
+                          ) -> Path:
+    """Predict the stop set with ``model`` (as evaluation does: ``tta``, ``threshold`` rule, lesion ``prior``) and write
     ``stopset/round_<round>.npy`` (atomically)."""
     ids = stop_set(directory, pool.ids, seed)
     probs = predict_proba(model, pool.images[pool.index_of(ids)], device=device, tta=tta)
-    masks = apply_prior(probs.numpy() > 0.5, prior)
+    masks = apply_prior(binarise(probs.numpy(), threshold), prior)
     return write_npy(Path(directory) / STOPSET_DIR / f"round_{round}.npy", masks.astype(np.uint8))
 
 

@@ -97,7 +97,8 @@ def prediction_overlays(shared: Shared, results: Results, *, progress: bool = Tr
         run_simulated(model_dir, shared.pool, shared.test, config=config, features=encoder.features,
                       ssl_state=encoder.state if cell.init == "ssl" else None, progress=progress)
         model, _ = LoopDir(model_dir).load_model("latest")
-        result = evaluate(model, shared.test, device=config.seg.device, prior=config.seg.prior, tta=config.seg.tta)
+        result = evaluate(model, shared.test, device=config.seg.device, prior=config.seg.prior,
+                          threshold=config.seg.threshold, tta=config.seg.tta)
         dice = result.column("dice")
         k = max(1, min(N_OVERLAY, len(dice) // 2))
         order = np.argsort(-dice, kind="stable")

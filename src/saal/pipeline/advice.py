@@ -98,7 +98,8 @@ def crossval_images(labeled: LesionData, config: LoopConfig, state: dict | None,
             model, _ = train_segmentation(labeled.subset(train), seg, init_state=state, transfer=transfer,
                                           seed=stream_seed(config.seed, Stream.CROSSVAL_TRAINING, bar.completed),
                                           progress=False)
-            result = evaluate(model, labeled.subset(held_out), device=seg.device, prior=seg.prior, tta=seg.tta)
+            result = evaluate(model, labeled.subset(held_out), device=seg.device, prior=seg.prior,
+                              threshold=seg.threshold, tta=seg.tta)
             bar.update(advance=1)
             return np.array([row["dice"] for row in result.rows])
 

@@ -112,7 +112,7 @@ def _cards(ws: Workspace) -> str:
 
 def _prediction_overlays(ws: Workspace, model, config: LoopConfig) -> Path:
     """Best and worst test images of ``model`` (predicted as the loop evaluated it): truth and prediction outlines."""
-    result = evaluate(model, ws.test, prior=config.seg.prior, tta=config.seg.tta)
+    result = evaluate(model, ws.test, prior=config.seg.prior, threshold=config.seg.threshold, tta=config.seg.tta)
     dice = result.column("dice")
     order = np.argsort(-dice, kind="stable")
     k = max(1, min(N_OVERLAY, len(dice) // 2))

@@ -230,7 +230,7 @@ def _proposals(model, ws: Workspace, ids: list[str], round: int, config: LoopCon
     """The model's masks and uncertainty for the batch, made as the run evaluates (TTA, lesion prior); named
     after the round whose labels trained it."""
     return preannotate(model, ws.pool, ids, model_version=f"saal round {round - 1} ({ws.run_dir.name})",
-                       prior=config.seg.prior, tta=config.seg.tta)
+                       prior=config.seg.prior, threshold=config.seg.threshold, tta=config.seg.tta)
 
 
 def next_increment(budgets: tuple[int, ...], n_labeled: int) -> int:

@@ -1,7 +1,8 @@
 """Evaluate a segmentation model on a labeled test set, and draw its best/worst cases.
 
-The prediction is the arg-max class (foreground probability > 0.5), averaged over
-the 8 symmetries of the square with ``tta`` and cleaned up by the lesion ``prior``
+The prediction is the foreground probability, averaged over the 8 symmetries of
+the square with ``tta``, made a mask by the ``threshold`` rule
+(:mod:`saal.segmentation.threshold`) and cleaned up by the lesion ``prior``
 (:mod:`saal.segmentation.prior`). Metrics and their edge cases are defined in
 :mod:`saal.segmentation.metrics`.
 """
@@ -24,6 +25,7 @@ from ..models.unet import UNet
 from .metrics import segmentation_metrics, summarise
 from .predict import iter_predictions
 from .prior import apply_prior
+from .threshold import binarise
 
 COLUMNS = ("image_id", "dice", "iou", "hd95", "assd", "precision", "recall", "fg_fraction_true", "fg_fraction_pred")
 
@@ -50,14 +52,15 @@ class EvalResult:
 
 
 def evaluate(model: UNet, test: LesionData, *, batch_size: int = 32, device: str | torch.device = "auto",
-             prior: str = "none", tta: bool = False) -> EvalResult:
-    """Predict every test image (with ``tta`` and the lesion ``prior``) and score it against its mask."""
+             prior: str = "none", threshold: str = "argmax", tta: bool = False) -> EvalResult:
+    """Predict every test image (with ``tta``, the ``threshold`` rule and the lesion ``prior``) and score it against
+    its mask."""
     if test.masks is None:
         raise SaalError("evaluation needs a test set with masks, but it has none")
     rows: list[dict] = []
     predictions = np.zeros(test.masks.shape, dtype=np.uint8)
     for index, probs in iter_predictions(model, test, batch_size=batch_size, device=device, tta=tta):
-        pred = apply_prior(probs[:, 0, 1].numpy() > 0.5, prior)
+        pred = apply_prior(binarise(probs[:, 0, 1].numpy(), threshold), prior)
         predictions[index] = pred
         scores = segmentation_metrics(pred, np.asarray(test.masks[index]))
         for i, image_id in enumerate(test.ids[index]):

@@ -83,6 +83,7 @@ class SegConfig:
     in_channels: int = 1
     transfer: str = DEFAULTS.seg_transfer  # how ``init_state`` is loaded; see :data:`INIT_MODES`
     prior: str = DEFAULTS.seg_prior  # inference: the lesion prior of :mod:`saal.segmentation.prior`
+    threshold: str = DEFAULTS.seg_threshold  # inference: probabilities to masks, :mod:`saal.segmentation.threshold`
     tta: bool = DEFAULTS.seg_tta  # inference: average over the 8 symmetries of the square
     train: str = DEFAULTS.seg_train  # see :data:`saal.config.TRAIN_MODES`; the fields below apply to ``semi``
     unlabeled_batch: int = 16
@@ -99,8 +100,8 @@ class SegConfig:
             steps=preset.seg_steps, epochs=preset.seg_epochs, batch_size=preset.seg_batch, lr=preset.seg_lr,
             lr_schedule="constant" if preset.seg_epochs else "cosine", loss=preset.loss, augment=preset.seg_augment,
             base_width=preset.base_width, dropout=preset.dropout, in_channels=1 if preset.channels == "gray" else 3,
-            train=preset.seg_train, prior=preset.seg_prior, tta=preset.seg_tta, transfer=transferred(preset),
-            precision=preset.precision,
+            train=preset.seg_train, prior=preset.seg_prior, threshold=preset.seg_threshold, tta=preset.seg_tta,
+            transfer=transferred(preset), precision=preset.precision,
         )
         return cls(**{**base, **overrides}).validated()
 
@@ -134,7 +135,8 @@ class SegConfig:
         if self.unlabeled_weight < 0:
             raise SaalError(f"unlabeled loss weight must be >= 0, got {self.unlabeled_weight}")
         check_policy(self.augment)
-        check_options(seg_prior=self.prior, seg_tta=self.tta, precision=self.precision)
+        check_options(seg_prior=self.prior, seg_threshold=self.threshold, seg_tta=self.tta,
+                      precision=self.precision)
         return self
 
     def total_steps(self, n_labeled: int) -> int:

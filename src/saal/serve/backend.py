@@ -381,7 +381,8 @@ class Backend:
             if missing:
                 with self._predicting:
                     made = preannotate(snap.model, self.ws.pool, missing, model_version=snap.version,
-                                       prior=self.config.seg.prior, tta=self.config.seg.tta)
+                                       prior=self.config.seg.prior, threshold=self.config.seg.threshold,
+                                       tta=self.config.seg.tta)
                 snap.proposals.update(dict.fromkeys(missing, made))
         results = []
         for image_id in ids:
