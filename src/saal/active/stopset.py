@@ -60,8 +60,8 @@ def stop_set(directory: Path, pool_ids: Sequence[str], seed: int) -> list[str]:
 def save_stop_predictions(directory: Path, model: UNet, pool: LesionData, *, round: int, seed: int,
                           device: str = "auto", prior: str = "none", threshold: str = "argmax", tta: bool = False
                           ) -> Path:
-    """Predict the stop set with ``model`` (as evaluation does: ``tta``, ``threshold`` rule, lesion ``prior``) and write
-    ``stopset/round_<round>.npy`` (atomically)."""
+    """Predict the stop set with ``model`` as evaluation does (``tta``, ``threshold`` rule, lesion ``prior``) and
+    write ``stopset/round_<round>.npy`` (atomically)."""
     ids = stop_set(directory, pool.ids, seed)
     probs = predict_proba(model, pool.images[pool.index_of(ids)], device=device, tta=tta)
     masks = apply_prior(binarise(probs.numpy(), threshold), prior)
