@@ -68,8 +68,8 @@ def main() -> None:
         diff = 100 * (dice - np.array(base["dice"]))
         p = stats.wilcoxon(diff).pvalue if np.any(diff != 0) else math.nan
         print(f"{variant[0]:<9} {variant[1]:<9} {'yes' if variant[2] else 'no':<4} {100 * dice.mean():>8.1f} ± "
-              f"{100 * dice.std():>4.1f} {100 * dice.min():>6.1f} {hd95.mean():>6.2f} ± {hd95.std():>4.2f} {diff.mean():>+8.2f} ± "
-              f"{diff.std():>4.2f} {int((diff > 0).sum()):>3}/{len(diff):<3} {p:>7.3g} "
+              f"{100 * dice.std():>4.1f} {100 * dice.min():>6.1f} {hd95.mean():>6.2f} ± {hd95.std():>4.2f} "
+              f"{diff.mean():>+8.2f} ± {diff.std():>4.2f} {int((diff > 0).sum()):>3}/{len(diff):<3} {p:>7.3g} "
               f"{hd95.mean() - np.mean(base['hd95']):>+10.2f} {seconds[variant] / len(tasks):>8.2f}")
 
 

@@ -4,7 +4,7 @@ A segmenter trained on ten masks is badly calibrated, and each training seed
 in its own way: on the ISIC yardstick the fixed threshold that would give the
 best Dice moved from 0.35 to 0.8 between three such models of the same recipe,
 one drawing every small lesion three times too large, another missing pale ones
-altogether. Two rules (``SegConfig.threshold``):
+altogether. Three rules (``SegConfig.threshold``):
 
 * ``argmax`` -- foreground where its probability exceeds 0.5, the arg-max of the
   two-class softmax;
@@ -21,7 +21,7 @@ altogether. Two rules (``SegConfig.threshold``):
   HD95, nothing for an annotator to correct). Masks that ``argmax`` draws are
   kept as they are, so a well-trained model is not touched.
 
-Both run on a whole ``(N, H, W)`` stack at once (one ``bincount`` for every
+All run on a whole ``(N, H, W)`` stack at once (one ``bincount`` for every
 histogram).
 
 >>> import numpy as np
@@ -67,13 +67,9 @@ def binarise(probs: np.ndarray, rule: str) -> np.ndarray:
         raise SaalError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLDS)}")
     probs = np.asarray(probs, dtype=np.float32)
     stack = probs[None] if probs.ndim == 2 else probs
-    if rule == "argmax":
-        masks = stack > 0.5
-    elif rule == "otsu":
-        masks = stack >= otsu_thresholds(stack)[:, None, None]
-    else:
-        masks = stack > 0.5
-        empty = ~masks.any(axis=(1, 2))
-        if empty.any():
-            masks[empty] = stack[empty] >= otsu_thresholds(stack[empty])[:, None, None]
+    masks = stack > 0.5
+    if rule != "argmax":  # Otsu's mask for every image, or for those arg-max leaves empty
+        redo = np.ones(len(stack), dtype=bool) if rule == "otsu" else ~masks.any(axis=(1, 2))
+        if redo.any():
+            masks[redo] = stack[redo] >= otsu_thresholds(stack[redo])[:, None, None]
     return masks[0] if probs.ndim == 2 else masks
