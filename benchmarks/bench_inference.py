@@ -6,7 +6,7 @@ experiment folder (``saal experiment`` / ``benchmarks/bench_real.py``) keeps its
 every combination of ``--priors``, ``--thresholds`` and ``--tta``, and prints Dice and HD95 per variant with the
 paired difference to the first combination (wins, Wilcoxon p, worst replicate). Prints figures; not a test.
 
-    python benchmarks/bench_inference.py /work/bench/base/isic
+    python benchmarks/bench_inference.py runs/bench-real/isic
     python benchmarks/bench_inference.py runs/exp --cells saal-typical-ssl-cold-start-rule --priors none,lesion
     python benchmarks/bench_inference.py runs/exp --priors lesion --tta on --thresholds argmax,otsu,nonempty
 """
